@@ -1,21 +1,113 @@
-"""``compile``: turn a model into a :class:`CompiledModel` for one backend and device."""
+"""``compile``: turn a model into a :class:`CompiledModel` for one backend and device.
+
+Steps: validate the model; optimize a copy of its graph (weights dequantized
+to float, constants folded, BatchNormalization folded into Conv,
+mean/variance normalization fused, Relu/Sigmoid fused into their producer,
+dead nodes dropped — see :mod:`engine.passes`); build one kernel per node and
+let the backend pre-pack weights; plan each enumerated input shape ahead of
+time. With ``cache_dir`` the result is stored on disk and later compiles of
+the same package for the same backend and device load it instead.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
 from engine.backends import backend_module
+from engine.compiled_cache import CompiledEntry, entry_path, read_entry, write_entry
+from engine.description import ModelDescription
+from engine.exceptions import CompiledCacheError, EngineError
 from engine.format import digest as model_digest
-from engine.graph import Model
-from engine.runtime import CompiledModel, Executor
-from engine.tensors import to_float_array
+from engine.graph import Model, Node
+from engine.passes import optimize
+from engine.runtime import MAX_PLANS, CompiledModel, Executor, Plan
+
+log = logging.getLogger(__name__)
 
 
-def compile(model: Model, backend: str = "numpy", device: str = "cpu") -> CompiledModel:  # noqa: A001
+def compile(model: Model, backend: str = "numpy", device: str = "cpu",
+            cache_dir: str | os.PathLike[str] | None = None, *, plan_ahead: bool = True,
+            max_plans: int = MAX_PLANS, skip_passes: Sequence[str] = ()) -> CompiledModel:
+    """Compile ``model`` for ``backend`` on ``device``; the caller's model is left untouched.
+
+    ``cache_dir`` (e.g. :func:`engine.compiled_cache.default_cache_dir()`)
+    enables the on-disk cache: an entry for this package, backend, device and
+    engine version is loaded instead of compiling; a stale or corrupt one is
+    logged and rebuilt. ``plan_ahead`` runs each enumerated input shape once
+    (on zeros) so the first real prediction finds its plan ready.
+    ``skip_passes`` names graph passes to leave out (see
+    :data:`engine.passes.PASS_NAMES`), for debugging and measurement.
+    """
     be = backend_module(backend)
     device = be.check_device(device)
     model.validate()
-    desc = model.description
-    nodes = model.graph.toposort([f.name for f in desc.inputs], model.name)
-    constants = {name: to_float_array(w) for name, w in model.graph.initializers.items()}
-    kernels = [be.build_kernel(n) for n in nodes]
-    executor = Executor(nodes, kernels, constants, [f.name for f in desc.outputs])
-    return CompiledModel(desc, executor, backend=be.NAME, device=device, digest=model_digest(model))
+    started = time.perf_counter()
+    digest = model_digest(model)
+    options = ",".join(sorted(set(skip_passes)))
+    path = entry_path(cache_dir, digest, be.NAME, device, options) if cache_dir is not None else None
+    if path is not None and path.exists():
+        try:
+            entry = read_entry(path, digest, be.NAME, device, options)
+            try:
+                compiled = _assemble(entry, be, max_plans, from_cache=True)
+            except EngineError as exc:  # e.g. an attribute a kernel rejects
+                raise CompiledCacheError(f"compiled model {path}: corrupt entry ({exc})") from None
+        except CompiledCacheError as exc:
+            log.warning("%s; recompiling %s", exc, model.name)
+        else:
+            compiled.stats["load_seconds"] = time.perf_counter() - started
+            return compiled
+
+    ctx = optimize(model, skip=skip_passes)
+    stats: dict[str, Any] = dict(ctx.stats)
+    entry = CompiledEntry(digest=digest, backend=be.NAME, device=device, options=options,
+                          description=model.description, nodes=ctx.nodes, constants=ctx.constants, stats=stats)
+    compiled = _assemble(entry, be, max_plans, from_cache=False)
+    if plan_ahead:
+        compiled.stats["plans_ahead"] = compiled.plan_ahead()
+    compiled.stats["compile_seconds"] = time.perf_counter() - started
+    if path is not None:
+        entry.plans = [p.to_json() for p in compiled.executor.plans.values()]
+        entry.stats = {k: v for k, v in compiled.stats.items() if isinstance(v, (int, float, str, bool))}
+        try:
+            write_entry(path, entry)
+        except OSError as exc:
+            log.warning("%s: cannot write the compiled-model cache entry %s (%s); continuing without it",
+                        model.name, path, exc)
+    return compiled
+
+
+def _assemble(entry: CompiledEntry, be: ModuleType, max_plans: int, from_cache: bool) -> CompiledModel:
+    """Kernels for the entry's nodes (pre-packed where the backend can), wrapped in a CompiledModel."""
+    kernels = [be.build_kernel(node) for node in entry.nodes]
+    desc: ModelDescription = entry.description
+    executor = Executor(entry.nodes, kernels, entry.constants, [f.name for f in desc.outputs], max_plans=max_plans)
+    # Pack from the executor's own weight objects: kernels may key their packed
+    # form on the identity of the array they are later called with.
+    prepacked = _prepack(be, entry.nodes, kernels, executor.constants)
+    for data in entry.plans:
+        try:
+            executor.add_plan(Plan.from_json(data))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: ignoring an unreadable stored plan (%s)", desc.metadata.name or "model", exc)
+    stats = dict(entry.stats)
+    stats["weights_prepacked"] = prepacked
+    return CompiledModel(desc, executor, backend=be.NAME, device=entry.device, digest=entry.digest,
+                         from_cache=from_cache, stats=stats)
+
+
+def _prepack(be: ModuleType, nodes: list[Node], kernels: list[Any], constants: dict[str, Any]) -> int:
+    """Give the backend's optional ``prepack(node, kernel, weights)`` hook each kernel; count the takers.
+
+    Pre-packed forms are derived from the stored weights when a model is
+    assembled, so they never go into the on-disk cache.
+    """
+    hook = getattr(be, "prepack", None)
+    if hook is None:
+        return 0
+    return sum(bool(hook(node, kernel, constants)) for node, kernel in zip(nodes, kernels))

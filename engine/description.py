@@ -7,9 +7,17 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from engine.exceptions import InputError
+from engine.exceptions import InputError, ModelFormatError
+from engine.tensors import MAX_DIM, check_dims
+
+# More enumerated shapes than this is not a real model: each one is planned
+# ahead of time by the compiler.
+MAX_ENUMERATED = 1024
 
 ColorLayout = Literal["RGB", "BGR", "GRAY"]
+
+# Longest feature, node, value or weight name a package may hold.
+MAX_NAME = 4096
 
 
 @dataclass
@@ -38,6 +46,35 @@ class ShapeSpec:
             return len(shape) == len(self.ranges) and all(
                 lo <= s and (hi is None or s <= hi) for s, (lo, hi) in zip(shape, self.ranges))
         return shape == self.default
+
+    def check(self, where: str) -> None:
+        """Raise :class:`ModelFormatError` unless the spec is self-consistent.
+
+        Enumerated shapes share the default's rank; ranges give one
+        ``lower <= upper`` pair per dimension and contain the default.
+        """
+        check_dims(self.default, f"{where} default shape")
+        rank = len(self.default)
+        if self.enumerated and self.ranges:
+            raise ModelFormatError(f"{where}: declares both enumerated shapes and ranges; use one of them")
+        if len(self.enumerated) > MAX_ENUMERATED:
+            raise ModelFormatError(f"{where}: {len(self.enumerated)} enumerated shapes exceeds the limit "
+                                   f"of {MAX_ENUMERATED}")
+        for s in self.enumerated:
+            check_dims(s, f"{where} enumerated shape")
+            if len(s) != rank:
+                raise ModelFormatError(f"{where}: enumerated shape {list(s)} has rank {len(s)}, "
+                                       f"the default shape {list(self.default)} has rank {rank}")
+        if self.ranges:
+            if len(self.ranges) != rank:
+                raise ModelFormatError(f"{where}: {len(self.ranges)} ranges for a rank-{rank} shape")
+            for lo, hi in self.ranges:
+                if not 0 <= lo <= MAX_DIM or (hi is not None and hi < lo):
+                    raise ModelFormatError(f"{where}: invalid range {lo}..{'unbounded' if hi is None else hi} "
+                                           f"(need 0 <= lower <= {MAX_DIM} and upper >= lower)")
+            if not self.allows(self.default):
+                raise ModelFormatError(f"{where}: default shape {list(self.default)} is outside the ranges "
+                                       f"{self.describe()}")
 
     def describe(self) -> str:
         if self.enumerated:
@@ -83,6 +120,25 @@ class Feature:
         if arr.size != self.channels:
             raise InputError(f"feature {self.name!r}: {arr.size} per-channel values for {self.channels} channels")
         return arr
+
+    def check(self, where: str) -> None:
+        """Raise :class:`ModelFormatError` unless the feature is self-consistent."""
+        where = f"{where} feature {self.name!r}"
+        if not self.name or len(self.name) > MAX_NAME:
+            raise ModelFormatError(f"{where}: feature names must be 1..{MAX_NAME} characters")
+        if self.kind not in ("image", "array"):
+            raise ModelFormatError(f"{where}: kind must be 'image' or 'array', not {self.kind!r}")
+        if self.kind == "image":
+            if self.color_layout not in ("RGB", "BGR", "GRAY"):
+                raise ModelFormatError(f"{where}: unknown colour layout {self.color_layout!r}")
+            for label, values in (("scale", self.scale), ("bias", self.bias)):
+                if len(values) not in (1, self.channels):
+                    raise ModelFormatError(f"{where}: {len(values)} {label} values for a {self.color_layout} "
+                                           f"image; give 1 or {self.channels}")
+        self.shape.check(where)
+        if self.default is not None and not self.shape.allows(self.default.shape):
+            raise ModelFormatError(f"{where}: default value of shape {list(self.default.shape)} is not an "
+                                   f"allowed item shape ({self.shape.describe()})")
 
     def check_item(self, value: np.ndarray) -> None:
         if not self.shape.allows(value.shape):

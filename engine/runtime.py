@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from engine.description import Feature, ModelDescription
-from engine.exceptions import InputError
+from engine.exceptions import EngineError, InputError
 from engine.graph import Node
 from engine.ops.base import Op
 
+log = logging.getLogger(__name__)
+
 Item = Mapping[str, Any]
+# (input name, item-with-batch shape, dtype) for every fed input, in feed order
+Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+
+# Execution plans kept per executor; the least recently used goes first.
+MAX_PLANS = 16
+
+
+def _relu_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return np.maximum(x, x.dtype.type(0), out=out)
+
+
+# Elementwise float ops the executor may run into a dying input's buffer
+# instead of a new array. Each writes exactly what the op's kernel returns
+# (checked bit for bit on the run that records the plan).
+INPLACE_KERNELS: dict[str, Callable[..., np.ndarray]] = {
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": np.divide,
+    "Relu": _relu_into,
+    "Neg": np.negative,
+    "Abs": np.absolute,
+    "Sqrt": np.sqrt,
+    "Exp": np.exp,
+    "Tanh": np.tanh,
+}
 
 
 @dataclass
@@ -23,38 +56,187 @@ class Step:
     inputs: list[str]
     outputs: list[str]
     release: list[str] = field(default_factory=list)
+    inplace: Callable[..., np.ndarray] | None = None
+
+
+@dataclass
+class Plan:
+    """What the executor learned running one input-shape signature.
+
+    ``shapes`` holds every value's shape; ``inplace`` maps a step index to the
+    position of the input whose (dying, unshared) buffer receives the step's
+    result. Plans are hints: each in-place write is re-checked when it runs.
+    """
+
+    signature: Signature
+    shapes: dict[str, tuple[int, ...]]
+    inplace: dict[int, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"signature": [[n, list(s), d] for n, s, d in self.signature],
+                "shapes": {k: list(v) for k, v in self.shapes.items()},
+                "inplace": [[i, j] for i, j in sorted(self.inplace.items())]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        signature = tuple((str(n), tuple(int(d) for d in s), str(t)) for n, s, t in data["signature"])
+        shapes = {str(k): tuple(int(d) for d in v) for k, v in data["shapes"].items()}
+        return cls(signature, shapes, {int(i): int(j) for i, j in data["inplace"]})
+
+
+def _read_only(value: Any) -> np.ndarray:
+    """A read-only view: the executor never writes into it (nor into views of it)."""
+    view = np.asarray(value).view()
+    view.flags.writeable = False
+    return view
 
 
 class Executor:
-    """Runs an ordered node list over numpy values, dropping each value after its last use."""
+    """Runs an ordered node list over numpy values.
+
+    Each value is dropped after its last use. The first run at a new
+    input-shape signature records a :class:`Plan` (value shapes and in-place
+    opportunities); later runs at that signature reuse it. At most
+    ``max_plans`` plans are kept, least recently used evicted first.
+    """
 
     def __init__(self, nodes: Sequence[Node], kernels: Sequence[Op], constants: Mapping[str, np.ndarray],
-                 outputs: Sequence[str]) -> None:
-        self.constants = dict(constants)
+                 outputs: Sequence[str], *, max_plans: int = MAX_PLANS) -> None:
+        self.nodes = list(nodes)
+        # Weights are read-only views, so that no in-place write can reach them.
+        self.constants = {name: _read_only(value) for name, value in constants.items()}
         self.outputs = list(outputs)
+        self.max_plans = max(1, int(max_plans))
+        self.plans: OrderedDict[Signature, Plan] = OrderedDict()
+        self.plans_recorded = 0
+        self._lock = threading.Lock()
         last_use: dict[str, int] = {}
         for idx, node in enumerate(nodes):
             for name in node.inputs:
                 if name:
                     last_use[name] = idx
         keep = set(self.outputs) | set(self.constants)
-        self.steps = []
+        self.steps: list[Step] = []
         for idx, (node, kernel) in enumerate(zip(nodes, kernels)):
             release = [n for n in dict.fromkeys(node.inputs) if n and last_use.get(n) == idx and n not in keep]
-            self.steps.append(Step(kernel, list(node.inputs), list(node.outputs), release))
+            inplace = INPLACE_KERNELS.get(node.op_type) if not node.domain and len(node.outputs) == 1 else None
+            self.steps.append(Step(kernel, list(node.inputs), list(node.outputs), release, inplace))
 
+    # ------------------------------------------------------------------ plans
+    @staticmethod
+    def signature(feeds: Mapping[str, np.ndarray]) -> Signature:
+        return tuple((name, tuple(np.shape(v)), np.asarray(v).dtype.str) for name, v in feeds.items())
+
+    def plan_for(self, signature: Signature) -> Plan | None:
+        with self._lock:
+            plan = self.plans.get(signature)
+            if plan is not None:
+                self.plans.move_to_end(signature)
+            return plan
+
+    def add_plan(self, plan: Plan) -> None:
+        with self._lock:
+            self.plans[plan.signature] = plan
+            self.plans.move_to_end(plan.signature)
+            while len(self.plans) > self.max_plans:
+                self.plans.popitem(last=False)
+
+    # ------------------------------------------------------------------ running
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values: dict[str, np.ndarray] = dict(self.constants)
-        values.update(feeds)
-        for step in self.steps:
-            args = [values[name] if name else None for name in step.inputs]
+        live: dict[str, np.ndarray] = {name: _read_only(value) for name, value in feeds.items()}
+        signature = self.signature(live)
+        plan = self.plan_for(signature)
+        if plan is None:
+            outputs, plan = self._record(live, signature)
+            self.plans_recorded += 1
+            self.add_plan(plan)
+            return outputs
+        constants = self.constants
+        for idx, step in enumerate(self.steps):
+            args = [(live[n] if n in live else constants[n]) if n else None for n in step.inputs]
+            slot = plan.inplace.get(idx)
+            if slot is not None and self._writable(step, slot, args, live, plan):
+                results = [self._run_inplace(step, args, slot)]
+            else:
+                results = step.kernel(args)
+            self._store(step, results, live)
+        return self._collect(live)
+
+    def _record(self, live: dict[str, np.ndarray], signature: Signature) -> tuple[dict[str, np.ndarray], Plan]:
+        shapes = {name: tuple(v.shape) for name, v in live.items()}
+        inplace: dict[int, int] = {}
+        constants = self.constants
+        for idx, step in enumerate(self.steps):
+            args = [(live[n] if n in live else constants[n]) if n else None for n in step.inputs]
             results = step.kernel(args)
             for name, value in zip(step.outputs, results):
                 if name:
-                    values[name] = value
-            for name in step.release:
-                values.pop(name, None)
-        return {name: values[name] for name in self.outputs}
+                    shapes[name] = tuple(np.shape(value))
+            if step.inplace is not None and len(results) == 1:
+                slot = self._inplace_slot(step, args, results[0], live)
+                if slot is not None:
+                    inplace[idx] = slot
+            self._store(step, results, live)
+        return self._collect(live), Plan(signature, shapes, inplace)
+
+    def _inplace_slot(self, step: Step, args: list[Any], result: Any, live: dict[str, np.ndarray]) -> int | None:
+        """The input position whose buffer could have held ``result``, verified on this run's values."""
+        if not isinstance(result, np.ndarray) or result.dtype.kind != "f":
+            return None
+        if any(not isinstance(a, np.ndarray) or a.dtype != result.dtype for a in args):
+            return None
+        for slot, name in enumerate(step.inputs):
+            buf = args[slot]
+            if name not in step.release or buf.shape != result.shape:
+                continue
+            if not self._unshared(buf, name, live):
+                continue
+            trial = np.empty_like(result)
+            trial[...] = buf
+            trial_args = [trial if n == name else a for n, a in zip(step.inputs, args)]
+            with np.errstate(all="ignore"):
+                step.inplace(*trial_args, out=trial)
+            if np.array_equal(trial, result, equal_nan=True):
+                return slot
+        return None
+
+    @staticmethod
+    def _unshared(buf: np.ndarray, name: str, live: Mapping[str, np.ndarray]) -> bool:
+        if not (buf.flags.writeable and buf.flags.c_contiguous):
+            return False
+        return not any(k != name and isinstance(other, np.ndarray) and np.may_share_memory(buf, other)
+                       for k, other in live.items())
+
+    def _writable(self, step: Step, slot: int, args: list[Any], live: Mapping[str, np.ndarray], plan: Plan) -> bool:
+        buf = args[slot]
+        name = step.inputs[slot]
+        if not isinstance(buf, np.ndarray) or buf.shape != plan.shapes.get(step.outputs[0]):
+            return False
+        if any(not isinstance(a, np.ndarray) or a.dtype != buf.dtype for a in args):
+            return False
+        return buf.dtype.kind == "f" and self._unshared(buf, name, live)
+
+    @staticmethod
+    def _run_inplace(step: Step, args: list[Any], slot: int) -> np.ndarray:
+        assert step.inplace is not None
+        with np.errstate(all="ignore"):
+            return step.inplace(*args, out=args[slot])
+
+    @staticmethod
+    def _store(step: Step, results: Sequence[np.ndarray], live: dict[str, np.ndarray]) -> None:
+        for name, value in zip(step.outputs, results):
+            if name:
+                live[name] = value
+        for name in step.release:
+            live.pop(name, None)
+
+    def _collect(self, live: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.outputs:
+            value = live[name] if name in live else self.constants[name]
+            # never hand back a weight or the caller's own feed
+            out[name] = value if value.flags.writeable else np.array(value)
+        return out
 
 
 class CompiledModel:
@@ -64,15 +246,20 @@ class CompiledModel:
     ``predict`` takes one item (a dict of input name to value, no batch
     dimension) and ``predict_batch`` a list of them, stacking items of the same
     shape into one tensor.
+
+    ``from_cache`` says whether this object was loaded from the compiled-model
+    cache; ``stats`` counts what the compiler's passes did.
     """
 
     def __init__(self, description: ModelDescription, executor: Executor, backend: str, device: str,
-                 digest: str = "") -> None:
+                 digest: str = "", *, from_cache: bool = False, stats: Mapping[str, Any] | None = None) -> None:
         self.description = description
         self.executor = executor
         self.backend = backend
         self.device = device
         self.digest = digest
+        self.from_cache = from_cache
+        self.stats: dict[str, Any] = dict(stats or {})
 
     @property
     def name(self) -> str:
@@ -81,6 +268,35 @@ class CompiledModel:
     # ------------------------------------------------------------------ graph
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.executor.run(feeds)
+
+    def plan_ahead(self) -> int:
+        """Record a plan, batch size 1, for every combination of enumerated input shapes.
+
+        Inputs given as ranges are planned on first use. Runs the model on
+        zeros (defaults for unbatched inputs that have one); returns the
+        number of plans recorded.
+        """
+        inputs = self.description.inputs
+        if not any(f.shape.enumerated for f in inputs):
+            return 0
+        choices = [f.shape.planned_shapes() if f.shape.enumerated else [f.shape.default] for f in inputs]
+        done = 0
+        for shapes in itertools.islice(itertools.product(*choices), self.executor.max_plans):
+            feeds = {}
+            for f, shape in zip(inputs, shapes):
+                if not f.batched and f.default is not None:
+                    feeds[f.name] = np.asarray(f.default, dtype=np.dtype(f.dtype))
+                else:
+                    feeds[f.name] = np.zeros(((1,) if f.batched else ()) + tuple(shape), np.dtype(f.dtype))
+            try:
+                with np.errstate(all="ignore"):
+                    self.executor.run(feeds)
+            except EngineError as exc:
+                log.warning("%s: planning shapes %s ahead failed (%s); they will be planned on first use",
+                            self.name, [list(s) for s in shapes], exc)
+                continue
+            done += 1
+        return done
 
     # ------------------------------------------------------------------ items
     def prepare_item(self, item: Item) -> dict[str, np.ndarray]:
@@ -108,21 +324,29 @@ class CompiledModel:
     def predict(self, item: Item) -> dict[str, np.ndarray]:
         return self.predict_batch([item])[0]
 
-    def predict_batch(self, items: Sequence[Item]) -> list[dict[str, np.ndarray]]:
-        """One result per item, equal to ``predict`` on each; same-shape items share one run."""
+    def predict_batch(self, items: Sequence[Item], max_batch: int | None = None) -> list[dict[str, np.ndarray]]:
+        """One result per item, equal to ``predict`` on each; same-shape items share one run.
+
+        Items whose inputs have the same shapes (and the same values for
+        unbatched inputs) are stacked into one tensor, at most ``max_batch``
+        items per run when given.
+        """
         prepared = [self.prepare_item(item) for item in items]
         results: list[dict[str, np.ndarray] | None] = [None] * len(prepared)
-        for indices in self._groups(prepared):
-            feeds = {}
-            for f in self.description.inputs:
-                if f.batched:
-                    feeds[f.name] = np.stack([prepared[i][f.name] for i in indices])
-                else:
-                    feeds[f.name] = prepared[indices[0]][f.name]
-            outputs = self.run(feeds)
-            for pos, i in enumerate(indices):
-                results[i] = {name: self._item_output(self.description.output(name), value, pos, len(indices))
-                              for name, value in outputs.items()}
+        for group in self._groups(prepared):
+            step = max_batch if max_batch and max_batch > 0 else len(group)
+            for start in range(0, len(group), step):
+                indices = group[start:start + step]
+                feeds = {}
+                for f in self.description.inputs:
+                    if f.batched:
+                        feeds[f.name] = np.stack([prepared[i][f.name] for i in indices])  # [B, *item shape]
+                    else:
+                        feeds[f.name] = prepared[indices[0]][f.name]
+                outputs = self.run(feeds)
+                for pos, i in enumerate(indices):
+                    results[i] = {name: self._item_output(self.description.output(name), value, pos, len(indices))
+                                  for name, value in outputs.items()}
         return results  # type: ignore[return-value]
 
     def _groups(self, prepared: list[dict[str, np.ndarray]]) -> list[list[int]]:

@@ -41,9 +41,31 @@ def dtype_from_proto(code: int, where: str) -> np.dtype:
 
 def dtype_to_proto(dtype: np.dtype, where: str) -> int:
     try:
-        return DTYPE_TO_PROTO[np.dtype(dtype)]
+        # byte order does not matter here: tensors are always stored little-endian
+        return DTYPE_TO_PROTO[np.dtype(dtype).newbyteorder("=")]
     except KeyError:
         raise ModelFormatError(f"{where}: data type {dtype} cannot be stored") from None
+
+
+# Limits applied when reading a package, so that a hostile file cannot make
+# the loader allocate without bound.
+MAX_RANK = 8
+MAX_DIM = 1 << 24
+MAX_ELEMENTS = 1 << 31
+
+
+def check_dims(dims: list[int] | tuple[int, ...], where: str) -> tuple[int, ...]:
+    """``dims`` as a tuple, or ModelFormatError when rank, a dimension or the element count is absurd."""
+    if len(dims) > MAX_RANK:
+        raise ModelFormatError(f"{where}: rank {len(dims)} exceeds the limit of {MAX_RANK}")
+    total = 1
+    for d in dims:
+        if d < 0 or d > MAX_DIM:
+            raise ModelFormatError(f"{where}: dimension {d} outside 0..{MAX_DIM}")
+        total *= d
+    if total > MAX_ELEMENTS:
+        raise ModelFormatError(f"{where}: {total} elements exceeds the limit of {MAX_ELEMENTS}")
+    return tuple(int(d) for d in dims)
 
 
 def packed_size(count: int, bits: int) -> int:
@@ -56,8 +78,9 @@ def pack_bits(codes: np.ndarray, bits: int) -> bytes:
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
     codes = np.asarray(codes).reshape(-1)
-    if codes.size and int(codes.max()) >= (1 << bits):
-        raise ValueError(f"code {int(codes.max())} does not fit in {bits} bits")
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= (1 << bits)):
+        bad = int(codes.min()) if int(codes.min()) < 0 else int(codes.max())
+        raise ValueError(f"code {bad} does not fit in {bits} unsigned bits")
     if bits == 8:
         return codes.astype(np.uint8).tobytes()
     # [count, bits] matrix of bits, most significant first, then one packbits
@@ -79,14 +102,15 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
         return raw.copy()
     stream = np.unpackbits(raw)[: count * bits].reshape(count, bits)
     weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.uint8)
-    return (stream * weights).sum(axis=1, dtype=np.uint8) if bits < 8 else stream
+    return (stream * weights).sum(axis=1, dtype=np.uint8)
 
 
 @dataclass
 class QuantizedTensor:
     """Packed 1–8-bit codes plus the parameters that dequantize them.
 
-    ``scheme`` is ``"linear"`` (value = code * scale + bias, per tensor when
+    ``scheme`` is ``"linear"`` (value = code * scale + bias, computed in
+    float64 and rounded once to float32 as coremltools does; per tensor when
     ``axis`` < 0 else per index along ``axis``) or ``"lut"`` (value =
     palette[group][code]; slices along ``axis`` grouped ``group_size`` at a
     time; one palette when ``axis`` < 0).
@@ -118,8 +142,9 @@ class QuantizedTensor:
             raise ModelFormatError(
                 f"{where}: {self.size} codes of {self.bits} bits need {packed_size(self.size, self.bits)} "
                 f"bytes, package holds {len(self.packed)}")
-        if self.axis >= len(self.shape):
-            raise ModelFormatError(f"{where}: quantization axis {self.axis} out of range for shape {self.shape}")
+        if not -1 <= self.axis < len(self.shape):
+            raise ModelFormatError(f"{where}: quantization axis {self.axis} out of range for shape {self.shape} "
+                                   "(use -1 for one set of parameters for the whole tensor)")
         slices = self.shape[self.axis] if self.axis >= 0 else 1
         if self.scheme == "linear":
             if self.scale.size not in (1, slices) or self.bias.size not in (1, slices):
@@ -127,6 +152,8 @@ class QuantizedTensor:
                     f"{where}: linear quantization needs 1 or {slices} scales/biases, "
                     f"found {self.scale.size}/{self.bias.size}")
         elif self.scheme == "lut":
+            if self.group_size > MAX_DIM:
+                raise ModelFormatError(f"{where}: lookup-table group size {self.group_size} exceeds {MAX_DIM}")
             groups = 1 if self.axis < 0 else -(-slices // max(self.group_size, 1))
             if self.axis >= 0 and self.group_size <= 0:
                 raise ModelFormatError(f"{where}: grouped lookup table needs group_size > 0")
@@ -144,12 +171,17 @@ class QuantizedTensor:
         """The float32 array these codes stand for."""
         codes = self.codes()
         if self.scheme == "linear":
+            # float64 then one rounding to float32, as coremltools dequantizes:
+            # a code (< 256) times a float32 scale is exact in float64, so only
+            # the sum rounds before the final cast.
+            scale = self.scale.astype(np.float32).astype(np.float64)
+            bias = self.bias.astype(np.float32).astype(np.float64)
             if self.axis < 0:
-                return (codes * self.scale.astype(np.float32)[0] + self.bias.astype(np.float32)[0]).astype(np.float32)
+                return (codes * scale[0] + bias[0]).astype(np.float32)
             bshape = [1] * len(self.shape)
             bshape[self.axis] = -1
-            scale = np.broadcast_to(self.scale.astype(np.float32), (self.shape[self.axis],)).reshape(bshape)
-            bias = np.broadcast_to(self.bias.astype(np.float32), (self.shape[self.axis],)).reshape(bshape)
+            scale = np.broadcast_to(scale, (self.shape[self.axis],)).reshape(bshape)
+            bias = np.broadcast_to(bias, (self.shape[self.axis],)).reshape(bshape)
             return (codes * scale + bias).astype(np.float32)
         entries = 1 << self.bits
         palettes = self.palette.astype(np.float32).reshape(-1, entries)
@@ -183,26 +215,6 @@ def storage_kind(value: Weight) -> str:
 
 def stored_nbytes(value: Weight) -> int:
     return value.nbytes if isinstance(value, QuantizedTensor) else int(value.nbytes)
-
-
-# Limits applied when reading a package, so that a hostile file cannot make
-# the loader allocate without bound.
-MAX_RANK = 8
-MAX_DIM = 1 << 24
-MAX_ELEMENTS = 1 << 31
-
-
-def check_dims(dims: list[int] | tuple[int, ...], where: str) -> tuple[int, ...]:
-    if len(dims) > MAX_RANK:
-        raise ModelFormatError(f"{where}: rank {len(dims)} exceeds the limit of {MAX_RANK}")
-    total = 1
-    for d in dims:
-        if d < 0 or d > MAX_DIM:
-            raise ModelFormatError(f"{where}: dimension {d} outside 0..{MAX_DIM}")
-        total *= d
-    if total > MAX_ELEMENTS:
-        raise ModelFormatError(f"{where}: {total} elements exceeds the limit of {MAX_ELEMENTS}")
-    return tuple(int(d) for d in dims)
 
 
 def tensor_to_proto(name: str, value: Weight) -> pb.Tensor:

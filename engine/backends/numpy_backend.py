@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from engine.exceptions import BackendError
@@ -25,3 +27,19 @@ def build_kernel(node: Node) -> Op:
 
 def to_host(value: np.ndarray) -> np.ndarray:
     return value
+
+
+def prepack(node: Node, kernel: Op, weights: Mapping[str, np.ndarray]) -> bool:
+    """Pack a node's constant weight into the layout its kernel computes with; True if it did.
+
+    Called by the compiler once per kernel. Conv offers ``prepack(w)`` (its
+    im2col GEMM weight layout); other ops keep their weights as they are.
+    """
+    pack = getattr(kernel, "prepack", None)
+    if pack is None or node.op_type != "Conv" or len(node.inputs) < 2:
+        return False
+    weight = weights.get(node.inputs[1])
+    if weight is None or weight.dtype.kind != "f":
+        return False
+    pack(weight)
+    return True

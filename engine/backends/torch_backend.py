@@ -1,0 +1,235 @@
+"""The torch backend: corral's ops on torch tensors, on the CPU or a CUDA device.
+
+Imported only when asked for (``compile(model, backend="torch")``). The
+compiler binds it to a device and precision with :func:`context`; the
+executor then keeps float values as tensors on that device from the graph's
+inputs to its outputs:
+
+* ``to_device`` (graph inputs and weights): float arrays become tensors on
+  the device (float16 with ``precision="fp16"``, CUDA only); integer arrays
+  — shapes, axes, indices — stay numpy on the host, so shape arithmetic
+  never waits on the device.
+* Each node runs its torch kernel (:mod:`engine.backends.torch_ops`), or,
+  for ops and inputs a kernel does not cover and for custom layers without
+  ``evaluate_torch``, the numpy op on the host with its float results moved
+  back: the graph runs as device segments with host steps between them.
+* ``to_host`` (graph outputs): tensors back to numpy (float32 again in fp16).
+
+On CUDA, uploads go through pinned host memory on a separate copy stream
+that the compute stream waits on, downloads land in pinned memory, and
+cuDNN autotuning is on. The same code runs on the CPU with the stream parts
+skipped, which is what the test suite exercises on machines without a GPU.
+
+Precision: ``fp32`` everywhere; ``fp16`` on CUDA only. On the CPU fp16 is
+refused with an error rather than silently run in float32, so a job never
+reports half-precision numbers it did not compute.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from engine.backends.torch_ops import Fallback, TorchKernel, make_kernel
+from engine.exceptions import BackendError
+from engine.graph import Node
+from engine.ops import make_op
+
+log = logging.getLogger(__name__)
+
+NAME = "torch"
+PRECISIONS = ("fp32", "fp16")
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` / ``cuda:N`` (checked against the devices torch sees) or ``auto``; normalized."""
+    name = (device or "cpu").strip().lower()
+    if name == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise BackendError(f"device {device!r}: this torch ({torch.__version__}) sees no CUDA device; "
+                               "use --device cpu, or install a CUDA build of torch on a GPU machine")
+        try:
+            index = int(name.partition(":")[2] or 0)
+        except ValueError:
+            raise BackendError(f"device {device!r}: expected cuda:N with N a device number") from None
+        count = torch.cuda.device_count()
+        if not 0 <= index < count:
+            raise BackendError(f"device {device!r}: there are {count} CUDA devices (cuda:0..cuda:{count - 1})")
+        return f"cuda:{index}"
+    raise BackendError(f"device {device!r} is not one the torch backend knows; use cpu, cuda, cuda:N or auto")
+
+
+class TorchContext:
+    """The backend bound to one device and precision: builds kernels and moves values across the boundary."""
+
+    NAME = NAME
+
+    def __init__(self, device: str = "cpu", precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise BackendError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        self.device = torch.device(check_device(device))
+        self.cuda = self.device.type == "cuda"
+        if precision == "fp16" and not self.cuda:
+            raise BackendError("precision fp16 needs a CUDA device; on the CPU the torch backend computes in "
+                               "float32 (use --precision fp32, or --device cuda:N on a GPU machine)")
+        self.precision = precision
+        self.half = precision == "fp16"
+        # Host fallbacks by op type, counted as they happen (see fallback_counts()).
+        self.fallbacks: Counter[str] = Counter()
+        self.upload_stream = None
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # autotune conv algorithms per input shape
+            self.upload_stream = torch.cuda.Stream(self.device)
+
+    # ------------------------------------------------------------ kernels
+    def build_kernel(self, node: Node) -> "TorchNode":
+        host = make_op(node)
+        return TorchNode(self, node.op_type, host, make_kernel(host))
+
+    def wrap_custom(self, node: Node, host_kernel: Callable[[Sequence[Any]], list[Any]],
+                    device_kernel: Any | None) -> "TorchNode":
+        """A custom layer: ``device_kernel.run(*inputs)`` on tensors when given, else the host kernel."""
+        kernel = None if device_kernel is None else CustomTorchKernel(self, device_kernel)
+        return TorchNode(self, node.op_type, host_kernel, kernel)
+
+    # ------------------------------------------------------------ values
+    def to_device(self, value: Any) -> Any:
+        """A graph input or weight: float arrays to a device tensor, everything else stays on the host."""
+        if isinstance(value, torch.Tensor):
+            return self._cast(value.to(self.device))
+        arr = np.asarray(value)
+        if arr.dtype.kind != "f":
+            return arr
+        if not arr.flags.writeable or not arr.flags.c_contiguous:
+            arr = np.array(arr)  # torch shares memory with the array it wraps; never with a read-only one
+        src = torch.from_numpy(arr)
+        if self.cuda:
+            assert self.upload_stream is not None
+            compute = torch.cuda.current_stream(self.device)
+            src = src.pin_memory()
+            with torch.cuda.stream(self.upload_stream):
+                dst = src.to(self.device, non_blocking=True)
+            compute.wait_stream(self.upload_stream)
+            dst.record_stream(compute)
+            return self._cast(dst)
+        return self._cast(src)
+
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        return t.half() if self.half and t.dtype == torch.float32 else t
+
+    def device_value(self, value: Any) -> Any:
+        """A host kernel's result back onto the device (floats) or left on the host (integers, booleans)."""
+        return self.to_device(value)
+
+    def host_value(self, value: Any) -> Any:
+        """A value for a host kernel: tensors to numpy (float32 in fp16 mode)."""
+        if not isinstance(value, torch.Tensor):
+            return value
+        if self.half and value.dtype == torch.float16:
+            value = value.float()
+        return value.detach().cpu().numpy()
+
+    def to_host(self, value: Any) -> np.ndarray:
+        """A graph output as a numpy array the caller owns."""
+        if not isinstance(value, torch.Tensor):
+            return np.asarray(value)
+        if self.half and value.dtype == torch.float16:
+            value = value.float()
+        if self.cuda:
+            out = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            out.copy_(value, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+            return out.numpy()
+        return value.detach().numpy().copy()
+
+    def as_tensor(self, value: Any) -> torch.Tensor:
+        """Any input as a tensor on the device (for ``evaluate_torch``, which takes tensors only)."""
+        if isinstance(value, torch.Tensor):
+            return value
+        arr = np.asarray(value)
+        return torch.as_tensor(np.array(arr) if not arr.flags.writeable else arr, device=self.device)
+
+
+class TorchNode:
+    """One node's kernel as the executor calls it: the torch kernel, or the host kernel as a fallback."""
+
+    def __init__(self, ctx: TorchContext, op_type: str, host: Callable[[Sequence[Any]], list[Any]],
+                 kernel: TorchKernel | Any | None) -> None:
+        self.ctx = ctx
+        self.op_type = op_type
+        self.host = host
+        self.kernel = kernel
+
+    def __call__(self, inputs: Sequence[Any]) -> list[Any]:
+        if self.kernel is not None:
+            try:
+                out = self.kernel.run(*inputs)
+            except Fallback:
+                pass
+            except torch.cuda.OutOfMemoryError as exc:
+                raise BackendError(f"{self.op_type} node {getattr(self.host, 'name', '')!r}: out of memory on "
+                                   f"{self.ctx.device} ({exc}); use a smaller batch") from exc
+            except Exception as exc:  # noqa: BLE001 - the host op reports bad inputs with the node's identity
+                log.debug("torch %s failed (%s); running the numpy op", self.op_type, exc)
+            else:
+                return list(out) if isinstance(out, (tuple, list)) else [out]
+        self.ctx.fallbacks[self.op_type] += 1
+        results = self.host([self.ctx.host_value(v) for v in inputs])
+        return [self.ctx.device_value(r) for r in results]
+
+
+class CustomTorchKernel:
+    """A custom layer's ``evaluate_torch``, fed tensors on the device."""
+
+    def __init__(self, ctx: TorchContext, layer_kernel: Any) -> None:
+        self.ctx = ctx
+        self.layer_kernel = layer_kernel
+
+    def run(self, *inputs: Any) -> list[torch.Tensor]:
+        data = [None if v is None else self.ctx.as_tensor(v) for v in self.layer_kernel.data_inputs(inputs)]
+        return self.layer_kernel.check_outputs(self.layer_kernel.layer.evaluate_torch(data))
+
+
+def context(device: str = "cpu", precision: str = "fp32") -> TorchContext:
+    """The backend bound to ``device`` and ``precision``; the compiler builds every kernel through it."""
+    return TorchContext(device, precision)
+
+
+_CPU: TorchContext | None = None
+
+
+def _cpu() -> TorchContext:
+    global _CPU
+    if _CPU is None:
+        _CPU = TorchContext("cpu")
+    return _CPU
+
+
+def build_kernel(node: Node) -> TorchNode:
+    """A kernel on the CPU in float32 (the module-level form of the backend interface)."""
+    return _cpu().build_kernel(node)
+
+
+def to_host(value: Any) -> np.ndarray:
+    return _cpu().to_host(value)
+
+
+def fallback_counts(kernels: Mapping[str, Any] | Sequence[Any]) -> dict[str, int]:
+    """Host fallbacks so far, by op type, over the given kernels' contexts (one count per context)."""
+    seen: dict[int, TorchContext] = {}
+    for k in (kernels.values() if isinstance(kernels, Mapping) else kernels):
+        ctx = getattr(k, "ctx", None)
+        if isinstance(ctx, TorchContext):
+            seen[id(ctx)] = ctx
+    total: Counter[str] = Counter()
+    for ctx in seen.values():
+        total.update(ctx.fallbacks)
+    return dict(total)

@@ -1,0 +1,100 @@
+"""Torch kernels for corral's ops, one module per op family, looked up by op type.
+
+A torch kernel is built from the numpy op of the same node (so attributes
+are parsed once, by the same code, and mean the same thing) and is called
+with the node's inputs: float tensors on the compile device, and numpy
+arrays on the host for everything else (integer shapes, axes, indices —
+shape arithmetic never leaves the CPU). It returns tensors, or raises
+:class:`Fallback` when it does not cover these inputs (an integer tensor, a
+rare attribute combination); the backend then runs the numpy op on the host
+and moves its float results back to the device.
+
+``TORCH_KERNELS`` maps op type -> module under this package; each module
+defines a class named exactly as the op type. Ops not listed always run on
+the host (numpy).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.ops.base import Op
+
+TORCH_KERNELS: dict[str, str] = {
+    **dict.fromkeys(["Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
+                     "Clip", "Softmax", "Sqrt", "Neg", "Exp", "Log", "Abs", "Reciprocal", "Floor", "Ceil"],
+                    "activations"),
+    **dict.fromkeys(["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum"], "arithmetic"),
+    **dict.fromkeys(["ReduceMean", "ReduceSum", "ReduceMax"], "reduce"),
+    **dict.fromkeys(["Conv", "ConvTranspose", "Gemm", "MatMul"], "linear"),
+    **dict.fromkeys(["BatchNormalization", "InstanceNormalization", "FusedMeanVarianceNorm",
+                     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"], "norm_pool"),
+    **dict.fromkeys(["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Concat", "Split",
+                     "Slice", "Pad", "Identity", "Dropout", "Shape"], "layout"),
+    **dict.fromkeys(["Resize", "Upsample"], "resize"),
+}
+
+
+class Fallback(Exception):
+    """The torch kernel does not cover these inputs: run the numpy op on the host instead."""
+
+
+class TorchKernel:
+    """Base of every torch kernel: holds the numpy op (parsed attributes) it mirrors."""
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+
+    def run(self, *inputs: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+
+def floats(*values: Any) -> None:
+    """Raise :class:`Fallback` unless every given value is a float tensor the kernel may compute in.
+
+    float16 on the CPU goes to numpy, which computes it through float32 as
+    the reference does; on CUDA half is native.
+    """
+    for v in values:
+        if v is None:
+            continue
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise Fallback
+        if v.dtype == torch.float16 and v.device.type == "cpu":
+            raise Fallback
+
+
+def host_ints(value: Any) -> list[int] | None:
+    """An integer parameter input (shape, axes, pads) as a Python list, read on the host."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+def like(value: Any, ref: torch.Tensor) -> torch.Tensor:
+    """``value`` (tensor or host array) as a tensor with ``ref``'s dtype and device."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=ref.device, dtype=ref.dtype)
+    return torch.as_tensor(np.asarray(value), device=ref.device).to(ref.dtype)
+
+
+@cache
+def kernel_class(op_type: str) -> type[TorchKernel] | None:
+    module = TORCH_KERNELS.get(op_type)
+    if module is None:
+        return None
+    cls = getattr(importlib.import_module(f"engine.backends.torch_ops.{module}"), op_type)
+    return cls
+
+
+def make_kernel(op: Op) -> TorchKernel | None:
+    """The torch kernel for ``op``'s node, or None when the op always runs on the host."""
+    cls = kernel_class(op.op_type)
+    return None if cls is None else cls(op)

@@ -1,0 +1,92 @@
+"""Broadcasting arithmetic on tensors (mirrors engine.ops.binary and engine.ops.variadic)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from engine.backends.torch_ops import TorchKernel, floats
+
+
+def numel(x: Any) -> int:
+    return x.numel() if isinstance(x, torch.Tensor) else int(x.size)
+
+
+def align(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both operands as float tensors of one dtype: the larger operand's, as the numpy ops decide."""
+    floats(a, b)
+    if a.dtype == b.dtype:
+        return a, b
+    if numel(a) >= numel(b):
+        return a, b.to(a.dtype)
+    return a.to(b.dtype), b
+
+
+class _Binary(TorchKernel):
+    fn: ClassVar[Callable[..., torch.Tensor]]
+
+    def run(self, a: Any, b: Any) -> torch.Tensor:
+        a, b = align(a, b)
+        return type(self).fn(a, b)
+
+
+class Add(_Binary):
+    fn = staticmethod(torch.add)
+
+
+class Sub(_Binary):
+    fn = staticmethod(torch.sub)
+
+
+class Mul(_Binary):
+    fn = staticmethod(torch.mul)
+
+
+class Div(_Binary):
+    fn = staticmethod(torch.div)
+
+
+class Pow(TorchKernel):
+    """``x ** y`` in the dtype of ``x``; the exponent (tensor or host array) is cast to it."""
+
+    def run(self, x: Any, y: Any) -> torch.Tensor:
+        floats(x)
+        if numel(y) == 1 and y.ndim <= x.ndim:
+            e = float(y.reshape(-1)[0])
+            if e == 2.0:
+                return torch.square(x)
+            if e == 1.0:
+                return x
+            return torch.pow(x, e)
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(y, device=x.device)
+        return torch.pow(x, y.to(x.dtype))
+
+
+class _Variadic(TorchKernel):
+    fn: ClassVar[Callable[..., torch.Tensor]]
+
+    def run(self, *inputs: Any) -> torch.Tensor:
+        floats(*inputs)
+        if any(x is None for x in inputs):
+            from engine.backends.torch_ops import Fallback
+
+            raise Fallback
+        result = inputs[0]
+        for x in inputs[1:]:
+            result, other = align(result, x)
+            result = type(self).fn(result, other)
+        return result
+
+
+class Max(_Variadic):
+    fn = staticmethod(torch.maximum)
+
+
+class Min(_Variadic):
+    fn = staticmethod(torch.minimum)
+
+
+class Sum(_Variadic):
+    fn = staticmethod(torch.add)

@@ -1,0 +1,184 @@
+"""Layout ops on tensors (mirrors engine.ops.reshape, flatten, transpose, squeeze, unsqueeze, expand,
+concat, split, slice, pad, identity, dropout, shape).
+
+Where the numpy op's result shape is all that matters, it is computed by
+running that very op on a zero-strided stand-in of the tensor's shape (no
+memory is touched), so both backends agree on every rule and error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_ints
+from engine.backends.torch_ops.linear import torch_pads
+from engine.ops.base import normalize_axis
+
+
+def stand_in(x: torch.Tensor) -> np.ndarray:
+    """A read-only numpy array of ``x``'s shape whose elements all share one byte of memory."""
+    return np.broadcast_to(np.zeros((), np.uint8), tuple(x.shape))
+
+
+def axis_stand_in(x: torch.Tensor, axis: int) -> np.ndarray:
+    """``x``'s shape, holding each element's index along ``axis`` (memory: that axis only)."""
+    line = np.arange(x.shape[axis], dtype=np.int64)
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    return np.broadcast_to(line.reshape(shape), tuple(x.shape))
+
+
+class Reshape(TorchKernel):
+    def run(self, x: Any, shape: Any) -> torch.Tensor:
+        floats(x)
+        return x.reshape(self.op.run(stand_in(x), np.asarray(host_ints(shape), np.int64)).shape)
+
+
+class Flatten(TorchKernel):
+    def run(self, x: Any) -> torch.Tensor:
+        floats(x)
+        return x.reshape(self.op.run(stand_in(x)).shape)
+
+
+class Squeeze(TorchKernel):
+    def run(self, x: Any, axes: Any = None) -> torch.Tensor:
+        floats(x)
+        axes = None if axes is None else np.asarray(host_ints(axes), np.int64)
+        return x.reshape(self.op.run(stand_in(x), axes).shape)
+
+
+class Unsqueeze(Squeeze):
+    pass
+
+
+class Expand(TorchKernel):
+    def run(self, x: Any, shape: Any) -> torch.Tensor:
+        floats(x)
+        dims = host_ints(shape) or []
+        if any(d < 0 for d in dims):
+            raise Fallback
+        return x.expand(np.broadcast_shapes(tuple(x.shape), tuple(dims))).contiguous()
+
+
+class Transpose(TorchKernel):
+    def run(self, x: Any) -> torch.Tensor:
+        floats(x)
+        perm = self.op.perm
+        if perm is None:
+            perm = list(reversed(range(x.ndim)))
+        if sorted(perm) != list(range(x.ndim)):
+            raise Fallback
+        return x.permute(perm)
+
+
+class Concat(TorchKernel):
+    def run(self, *inputs: Any) -> torch.Tensor:
+        floats(*inputs)
+        if any(x is None for x in inputs) or len({x.dtype for x in inputs}) != 1 or inputs[0].ndim == 0:
+            raise Fallback
+        return torch.cat(list(inputs), dim=normalize_axis(self.op.axis, inputs[0].ndim))
+
+
+class Split(TorchKernel):
+    def run(self, x: Any, split: Any = None) -> tuple[torch.Tensor, ...]:
+        floats(x)
+        split = None if split is None else np.asarray(host_ints(split), np.int64)
+        parts = self.op.run(stand_in(x), split)
+        axis = normalize_axis(self.op.axis, x.ndim)
+        return tuple(torch.split(x, [p.shape[axis] for p in parts], dim=axis))
+
+
+class Slice(TorchKernel):
+    """Per sliced axis, the numpy op picks the indices from an index stand-in; contiguous runs narrow."""
+
+    def run(self, x: Any, *params: Any) -> torch.Tensor:
+        floats(x)
+        host = [None if p is None else np.asarray(host_ints(p), np.int64) for p in params]
+        picked = self.op.run(stand_in(x), *host)
+        if 0 in picked.shape:
+            return x.new_empty(picked.shape)
+        y = x
+        for axis in range(x.ndim):
+            index = self.op.run(axis_stand_in(x, axis), *host)
+            line = index[(0,) * axis + (slice(None),) + (0,) * (x.ndim - axis - 1)]  # [out_len]
+            if line.size == x.shape[axis] and np.array_equal(line, np.arange(x.shape[axis])):
+                continue
+            step = int(line[1] - line[0]) if line.size > 1 else 1
+            if step > 0:
+                y = y[(slice(None),) * axis + (slice(int(line[0]), int(line[-1]) + 1, step),)]
+            else:  # torch slices only forward: gather the reversed indices
+                y = torch.index_select(y, axis, torch.as_tensor(line, device=x.device))
+        return y
+
+
+class Pad(TorchKernel):
+    """Constant padding of any axes; reflect/edge/wrap on up to the last three axes (torch's limits)."""
+
+    TORCH_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+    def run(self, x: Any, pads: Any = None, value: Any = None, axes: Any = None) -> torch.Tensor:
+        floats(x)
+        op = self.op
+        pad_list = host_ints(pads) if pads is not None else op.attr_pads
+        if pad_list is None:
+            raise Fallback
+        rank = x.ndim
+        axis_list = [normalize_axis(a, rank) for a in host_ints(axes)] if axes is not None else list(range(rank))
+        if len(pad_list) != 2 * len(axis_list):
+            raise Fallback
+        width = [(0, 0)] * rank
+        for i, a in enumerate(axis_list):
+            width[a] = (pad_list[i], pad_list[i + len(axis_list)])
+        if op.mode == "constant":
+            fill = op.attr_value if value is None or _size(value) == 0 else float(value.reshape(-1)[0])
+            # F.pad crops on negative pads, as ONNX asks
+            return F.pad(x, torch_pads(width), value=fill) if any(b or e for b, e in width) else x.clone()
+        # negative pads crop first
+        for a, (b, e) in enumerate(width):
+            if b < 0 or e < 0:
+                x = x.narrow(a, max(-b, 0), x.shape[a] - max(-b, 0) - max(-e, 0))
+        width = [(max(b, 0), max(e, 0)) for b, e in width]
+        padded = [a for a, (b, e) in enumerate(width) if b or e]
+        if not padded:
+            return x.clone()
+        first = padded[0]
+        if rank - first > 3:
+            raise Fallback  # torch pads at most the last three axes in these modes
+        if any(b >= x.shape[a] or e >= x.shape[a] for a, (b, e) in enumerate(width) if b or e):
+            raise Fallback  # numpy repeats reflections; torch reflects once
+        lead, tail = tuple(x.shape[:first]), tuple(x.shape[first:])
+        y = F.pad(x.reshape((math.prod(lead),) + tail), torch_pads(width[first:]), mode=self.TORCH_MODES[op.mode])
+        return y.reshape(lead + tuple(y.shape[1:]))
+
+
+def _size(value: Any) -> int:
+    return value.numel() if isinstance(value, torch.Tensor) else int(np.size(value))
+
+
+class Identity(TorchKernel):
+    def run(self, x: Any) -> Any:
+        if not isinstance(x, torch.Tensor):
+            raise Fallback
+        return x
+
+
+class Dropout(TorchKernel):
+    """Inference: the input passes through; training mode (and the mask output) run on the host."""
+
+    def run(self, x: Any, ratio: Any = None, training_mode: Any = None) -> torch.Tensor:
+        floats(x)
+        if self.op.want_mask or (training_mode is not None and bool(np.asarray(host_ints(training_mode))[0])):
+            raise Fallback
+        return x
+
+
+class Shape(TorchKernel):
+    def run(self, x: Any) -> np.ndarray:
+        # the shape is host metadata: no download of the tensor
+        return self.op.run(stand_in(x) if isinstance(x, torch.Tensor) else x)
+

@@ -1,0 +1,1 @@
+"""Exporters: corral models out to other formats (ONNX)."""

@@ -1,0 +1,224 @@
+"""Export a corral model as a float ONNX graph (opset 17) that onnxruntime runs.
+
+Quantized and float16 weights are dequantized to float32, so the ONNX model
+computes what corral computes. Nodes that corral keeps in an older opset's
+form (attributes that became inputs, Upsample, Softmax's 2-D coercion) are
+rewritten into their opset-17 equivalents. Inputs with defaults get an
+initializer of the same name (ONNX's way to give an input a default); the
+description (metadata, image mappings, class labels) goes into
+``metadata_props`` as ``corral.*`` entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from engine.description import Feature
+from engine.exceptions import EngineError
+from engine.graph import Model, Node
+from engine.tensors import to_float_array
+
+OPSET = 17
+IR_VERSION = 8  # what onnxruntime 1.15+ reads
+
+
+class ExportError(EngineError):
+    """The model cannot be expressed in ONNX."""
+
+
+class _Rewriter:
+    """Turns corral nodes into opset-17 ONNX nodes, adding the constants they need."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.nodes: list[onnx.NodeProto] = []
+        self.constants: list[onnx.TensorProto] = []
+        self.taken = {n for node in model.graph.nodes for n in (*node.inputs, *node.outputs)}
+        self.taken |= set(model.graph.initializers)
+
+    def fresh(self, hint: str) -> str:
+        name, i = hint, 0
+        while name in self.taken:
+            i += 1
+            name = f"{hint}_{i}"
+        self.taken.add(name)
+        return name
+
+    def const(self, hint: str, value: np.ndarray) -> str:
+        name = self.fresh(hint)
+        self.constants.append(numpy_helper.from_array(value, name))
+        return name
+
+    def const_input(self, node: Node, slot: int) -> np.ndarray | None:
+        """The value of input ``slot`` when it is a weight, else None."""
+        name = node.inputs[slot] if slot < len(node.inputs) else ""
+        weight = self.model.graph.initializers.get(name) if name else None
+        return None if weight is None else to_float_array(weight)
+
+    def emit(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs: object) -> None:
+        made = {k: _attribute(k, v, name) for k, v in attrs.items()}
+        node = helper.make_node(op, inputs, outputs, name=name)
+        node.attribute.extend(made.values())
+        self.nodes.append(node)
+
+    def add(self, node: Node) -> None:
+        if node.domain:
+            raise ExportError(f"node {node.label!r}: custom layer {node.op_type!r} (domain {node.domain!r}) has no "
+                              "ONNX equivalent; the model cannot be exported")
+        attrs = dict(node.attrs)
+        inputs = list(node.inputs)
+        op = node.op_type
+        hint = node.label
+        if op in ("Squeeze", "Unsqueeze", "ReduceSum") and "axes" in attrs:
+            axes = attrs.pop("axes")
+            inputs = [inputs[0], self.const(f"{hint}_axes", np.asarray(axes, np.int64))]
+        elif op in ("ReduceMean", "ReduceMax") and len(inputs) > 1 and inputs[1]:
+            axes = self.const_input(node, 1)
+            if axes is None:
+                raise ExportError(f"node {hint!r}: {op} with computed axes needs opset 18; corral exports opset 17")
+            attrs["axes"] = [int(a) for a in np.asarray(axes).reshape(-1)]
+            inputs = inputs[:1]
+        elif op == "Split" and "split" in attrs:
+            inputs = [inputs[0], self.const(f"{hint}_split", np.asarray(attrs.pop("split"), np.int64))]
+        elif op == "Clip" and ("min" in attrs or "max" in attrs):
+            lo, hi = attrs.pop("min", None), attrs.pop("max", None)
+            inputs = [inputs[0], "" if lo is None else self.const(f"{hint}_min", np.asarray(lo, np.float32)),
+                      "" if hi is None else self.const(f"{hint}_max", np.asarray(hi, np.float32))]
+        elif op == "Pad" and "pads" in attrs:
+            pads = self.const(f"{hint}_pads", np.asarray(attrs.pop("pads"), np.int64))
+            value = attrs.pop("value", 0.0)
+            inputs = [inputs[0], pads, self.const(f"{hint}_value", np.asarray(value, np.float32))]
+        elif op == "Slice" and "starts" in attrs:
+            parts = [self.const(f"{hint}_{k}", np.asarray(attrs.pop(k), np.int64))
+                     for k in ("starts", "ends", "axes") if k in attrs]
+            inputs = [inputs[0], *parts]
+        elif op == "Dropout":
+            # inference: Dropout is the identity; a mask output would be all ones
+            self.emit("Identity", inputs[:1], node.outputs[:1], hint)
+            if len(node.outputs) > 1 and node.outputs[1]:
+                shape = self.fresh(f"{hint}_shape")
+                self.emit("Shape", inputs[:1], [shape], f"{hint}_mask_shape")
+                self.emit("ConstantOfShape", [shape], [node.outputs[1]], f"{hint}_mask",
+                          value=np.ones(1, np.bool_))
+            return
+        elif op == "Upsample":
+            scales = attrs.pop("scales", None)
+            scale_input = (self.const(f"{hint}_scales", np.asarray(scales, np.float32)) if scales is not None
+                           else inputs[1])
+            mode = str(attrs.pop("mode", "nearest"))
+            self.emit("Resize", [inputs[0], "", scale_input], node.outputs, hint,
+                      mode="linear" if mode in ("linear", "bilinear") else "nearest",
+                      coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+            return
+        elif op == "Softmax" and int(attrs.get("opset", 13)) < 13:
+            # old Softmax: flatten to 2-D at axis, normalize rows, restore the shape
+            axis = int(attrs.get("axis", 1))
+            flat, shape, out = self.fresh(f"{hint}_2d"), self.fresh(f"{hint}_shape"), self.fresh(f"{hint}_rows")
+            self.emit("Flatten", inputs[:1], [flat], f"{hint}_flatten", axis=axis)
+            self.emit("Softmax", [flat], [out], f"{hint}_rows", axis=1)
+            self.emit("Shape", inputs[:1], [shape], f"{hint}_shape")
+            self.emit("Reshape", [out, shape], node.outputs, hint)
+            return
+        attrs.pop("opset", None)
+        self.emit(op, inputs, list(node.outputs), hint, **attrs)
+
+
+def _attribute(key: str, value: object, where: str) -> onnx.AttributeProto:
+    if isinstance(value, np.ndarray):
+        return helper.make_attribute(key, numpy_helper.from_array(to_float_array(value)))
+    if isinstance(value, (list, tuple)) and not value:
+        return helper.make_attribute(key, [], attr_type=onnx.AttributeProto.INTS)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, float) for v in value):
+        value = [float(v) for v in value]
+    try:
+        return helper.make_attribute(key, value)
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"node {where!r}: attribute {key!r} cannot be written to ONNX ({exc})") from None
+
+
+def _dims(f: Feature) -> list[int | str]:
+    """The graph tensor's dims: symbolic where the feature's shape may vary."""
+    spec = f.shape
+    dims: list[int | str] = []
+    for i, d in enumerate(spec.default):
+        sizes = {s[i] for s in spec.enumerated if len(s) > i} | {d}
+        varies = len(sizes) > 1 or (bool(spec.ranges) and spec.ranges[i][0] != spec.ranges[i][1])
+        dims.append(f"{f.name}_d{i}" if varies or d == 0 else int(d))
+    return (["N"] if f.batched else []) + dims
+
+
+def _elem_type(f: Feature) -> int:
+    return helper.np_dtype_to_tensor_dtype(np.dtype("float32" if f.kind == "image" else f.dtype))
+
+
+def to_onnx(model: Model) -> onnx.ModelProto:
+    """The model as a float ONNX ``ModelProto`` (opset 17)."""
+    if model.description.custom_model:
+        raise ExportError(f"model {model.name!r} is a custom model ({model.description.custom_model}); "
+                          "it has no graph to export")
+    model.validate()
+    desc = model.description
+    rewriter = _Rewriter(model)
+    for node in model.graph.toposort([f.name for f in desc.inputs], model.name):
+        rewriter.add(node)
+    initializers = [numpy_helper.from_array(np.ascontiguousarray(to_float_array(w)), name)
+                    for name, w in model.graph.initializers.items()]
+    for f in desc.inputs:
+        if f.default is not None:
+            default = np.asarray(f.default, np.dtype(f.dtype))
+            initializers.append(numpy_helper.from_array(default[None] if f.batched else default, f.name))
+    inputs = [helper.make_tensor_value_info(f.name, _elem_type(f), _dims(f)) for f in desc.inputs]
+    outputs = [helper.make_tensor_value_info(f.name, _elem_type(f), None) for f in desc.outputs]
+    graph = helper.make_graph(rewriter.nodes, model.name, inputs, outputs,
+                              initializer=initializers + rewriter.constants)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="corral")
+    proto.ir_version = IR_VERSION
+    meta = desc.metadata
+    proto.doc_string = meta.description
+    proto.model_version = int(meta.version) if meta.version.isdigit() else 0
+    props = {"corral.name": meta.name, "corral.version": meta.version, "corral.author": meta.author,
+             "corral.license": meta.license, **{f"corral.user.{k}": v for k, v in meta.user.items()}}
+    for f in (*desc.inputs, *desc.outputs):
+        if f.kind == "image":
+            props[f"corral.image.{f.name}"] = json.dumps(
+                {"color_layout": f.color_layout, "scale": list(f.scale), "bias": list(f.bias)})
+    if desc.class_labels:
+        props["corral.class_labels"] = json.dumps(desc.class_labels)
+        props["corral.class_labels_output"] = desc.class_labels_output
+    helper.set_model_props(proto, {k: v for k, v in props.items() if v})
+    _output_shapes(proto, desc.outputs)
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _output_shapes(proto: onnx.ModelProto, features: list[Feature]) -> None:
+    """Give every graph output a shape (the checker requires one): inferred, else the feature's own."""
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    known = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.output)
+             if v.type.tensor_type.HasField("shape")}
+    declared = {f.name: f for f in features}
+    for out in proto.graph.output:
+        if out.name in known:
+            out.type.CopyFrom(known[out.name])
+        elif declared[out.name].shape.default:
+            out.type.CopyFrom(helper.make_tensor_type_proto(_elem_type(declared[out.name]), _dims(declared[out.name])))
+        else:
+            raise ExportError(f"output {out.name!r}: its shape can neither be inferred nor is it declared; "
+                              "declare the output's shape in the model description")
+
+
+
+def export_onnx(model: Model, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` as ``path`` (an ONNX file); returns the path."""
+    path = Path(path)
+    proto = to_onnx(model)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(proto.SerializeToString())
+    os.replace(tmp, path)
+    return path

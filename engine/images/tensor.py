@@ -1,0 +1,137 @@
+"""Pixels to tensors and back for image features: size choice, resize policies, colour layout, scale and bias."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Literal, get_args
+
+import numpy as np
+from PIL import Image
+
+from engine.description import Feature, ShapeSpec
+from engine.exceptions import InputError
+from engine.images.decode import decode_image, normalize_mode
+
+ResizePolicy = Literal["fit", "fill", "pad", "reject", "none"]
+RESIZE_POLICIES: tuple[str, ...] = get_args(ResizePolicy)
+
+_RESAMPLE = Image.Resampling.BILINEAR
+
+
+def target_size(spec: ShapeSpec, height: int, width: int) -> tuple[int, int]:
+    """The allowed (height, width) an image of this size should become.
+
+    An allowed size is kept. Enumerated sizes: the one nearest in scale and
+    aspect, the smallest ``|log(side ratio)| + |log(aspect ratio)|`` where the
+    side ratio is the square root of the area ratio (so a change of scale and
+    a change of shape by the same factor weigh the same).
+    Ranges: the image scaled, aspect kept, into the ranges (each side then
+    clamped if no single scale fits both). Otherwise the default size.
+    """
+    channels = spec.default[0] if spec.default else 3
+    if spec.allows((channels, height, width)):
+        return height, width
+    if spec.enumerated:
+        candidates = [s for s in dict.fromkeys([spec.default, *spec.enumerated]) if len(s) == 3]
+
+        def distance(shape: tuple[int, ...]) -> float:
+            th, tw = shape[1], shape[2]
+            return abs(0.5 * math.log((th * tw) / (height * width))) + abs(math.log((th / tw) / (height / width)))
+
+        best = min(candidates, key=distance)
+        return best[1], best[2]
+    if spec.ranges and len(spec.ranges) == 3:
+        (hlo, hhi), (wlo, whi) = spec.ranges[1], spec.ranges[2]
+        lo = max(hlo / height, wlo / width)
+        hi = min(math.inf if hhi is None else hhi / height, math.inf if whi is None else whi / width)
+        scale = min(max(1.0, lo), hi) if lo <= hi else lo
+        th = _clamp(round(height * scale), hlo, hhi)
+        tw = _clamp(round(width * scale), wlo, whi)
+        return th, tw
+    return spec.default[1], spec.default[2]
+
+
+def _clamp(value: int, lo: int, hi: int | None) -> int:
+    return max(lo, value if hi is None else min(value, hi))
+
+
+def resize(image: Image.Image, size: tuple[int, int], policy: ResizePolicy) -> Image.Image:
+    """Bring ``image`` to ``size`` = (height, width) by ``policy`` (fit, fill or pad)."""
+    th, tw = size
+    w, h = image.size
+    if (h, w) == (th, tw):
+        return image
+    if policy == "fit":
+        return image.resize((tw, th), _RESAMPLE)
+    if policy == "fill":
+        scale = max(th / h, tw / w)
+        sw, sh = max(tw, round(w * scale)), max(th, round(h * scale))
+        left, top = (sw - tw) // 2, (sh - th) // 2
+        return image.resize((sw, sh), _RESAMPLE).crop((left, top, left + tw, top + th))
+    if policy == "pad":
+        scale = min(th / h, tw / w)
+        sw, sh = max(1, min(tw, round(w * scale))), max(1, min(th, round(h * scale)))
+        canvas = Image.new(image.mode, (tw, th))  # zeros: black
+        canvas.paste(image.resize((sw, sh), _RESAMPLE), ((tw - sw) // 2, (th - sh) // 2))
+        return canvas
+    raise InputError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+
+
+def image_to_tensor(image: Image.Image | str | os.PathLike[str] | bytes, feature: Feature,
+                    policy: ResizePolicy = "fit") -> np.ndarray:
+    """Map an image to the feature's float32 ``[C, H, W]`` tensor.
+
+    A path or bytes is decoded first. An image whose size the feature allows
+    is used as is; any other is resized by ``policy`` to :func:`target_size`,
+    or rejected with an :class:`InputError` under ``reject`` and ``none``.
+    """
+    if not isinstance(image, Image.Image):
+        image = decode_image(image)
+    image = normalize_mode(image)
+    if policy not in RESIZE_POLICIES:
+        raise InputError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    channels = feature.channels
+    w, h = image.size
+    if not feature.shape.allows((channels, h, w)):
+        if policy in ("reject", "none"):
+            raise InputError(f"input {feature.name!r}: a {w}×{h} (width×height) image is not allowed; the model "
+                             f"accepts C×H×W {feature.shape.describe()}. Resize it, or choose a resize policy "
+                             "(fit, fill or pad)")
+        image = resize(image, target_size(feature.shape, h, w), policy)
+
+    if feature.color_layout == "GRAY":
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)[None]  # [1, H, W]
+    else:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)  # [3, H, W]
+        if feature.color_layout == "BGR":
+            pixels = pixels[::-1]
+    scale = feature.per_channel(feature.scale)[:, None, None]
+    bias = feature.per_channel(feature.bias)[:, None, None]
+    return np.ascontiguousarray(pixels * scale + bias, dtype=np.float32)
+
+
+def tensor_to_image(array: np.ndarray, feature: Feature) -> Image.Image:
+    """Invert the feature's mapping: ``pixel = (tensor - bias) / scale``, clipped to 0..255 and rounded.
+
+    Takes ``[C, H, W]`` (or ``[H, W]`` for a gray feature); gives ``L`` for
+    ``GRAY`` and ``RGB`` otherwise.
+    """
+    arr = np.asarray(array, dtype=np.float32)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 2 and feature.color_layout == "GRAY":
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] != feature.channels:
+        raise InputError(f"output {feature.name!r}: shape {list(arr.shape)} is not a {feature.channels}-channel "
+                         f"[C, H, W] image for colour layout {feature.color_layout}")
+    scale = feature.per_channel(feature.scale)[:, None, None]
+    bias = feature.per_channel(feature.bias)[:, None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pixels = (arr - bias) / scale
+    pixels = np.rint(np.clip(np.nan_to_num(pixels, nan=0.0), 0, 255)).astype(np.uint8)
+    if feature.color_layout == "GRAY":
+        return Image.fromarray(pixels[0], "L")
+    if feature.color_layout == "BGR":
+        pixels = pixels[::-1]
+    return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")

@@ -1,0 +1,7 @@
+"""Importers from other model formats. Each imports its format's package lazily (an optional extra)."""
+
+from __future__ import annotations
+
+from engine.importers.onnx import OnnxImportOptions, import_onnx
+
+__all__ = ["OnnxImportOptions", "import_onnx"]

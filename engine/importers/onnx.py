@@ -1,0 +1,345 @@
+"""ONNX import: ``import_onnx(path_or_model, options) -> Model``.
+
+Opsets: files whose default-domain opset is 11 or newer are what corral is
+built for; opsets 7–10 are accepted too, because corral's ops also read the
+older attribute forms (Slice/Pad/Clip/Split/Squeeze/Unsqueeze/Reduce* axes
+as attributes), and the two ops whose meaning changed without a change of
+form are rewritten: Softmax nodes carry an ``opset`` attribute (2-D coercion
+before opset 13) and Resize-10 nodes get opset 11's (X, roi, scales) inputs
+and asymmetric/floor sampling. Older files are refused.
+
+Weights come from initializers (including old-style ones also listed as
+graph inputs, which stay weights), sparse initializers and Constant nodes.
+Shape arithmetic whose inputs are all constant is then folded by running
+corral's own ops, so a typical PyTorch export keeps only its compute nodes;
+Shape nodes on real inputs stay in the graph.
+
+Image inputs get a colour layout, per-channel scale and bias (so
+``tensor = pixel * scale + bias``; ImageNet mean/std is
+``scale = 1/(255*std)``, ``bias = -mean/std``) and allowed sizes. The batch
+dimension is made flexible when a run of two items equals two runs of one
+(see :mod:`engine.importers.batch_probe`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.description import ColorLayout, Feature, Metadata, ModelDescription, ShapeSpec
+from engine.exceptions import ModelImportError
+from engine.graph import CUSTOM_DOMAIN, Graph, Model
+from engine.importers.batch_probe import BatchProbe, probe_batch
+from engine.importers.onnx_features import (
+    Range,
+    TensorInfo,
+    array_shape,
+    image_layout,
+    image_shape,
+    per_channel,
+    probe_hw,
+    tensor_info,
+)
+from engine.importers.onnx_graph import GraphConverter, check_ops, default_opset
+
+MIN_OPSET = 7
+# A folded result this many elements larger than its inputs stays a node.
+MAX_FOLD_GROWTH = 1 << 20
+INSTALL_HINT = "pip install 'corral[onnx]'"
+
+# metadata.user key telling the runtime that image inputs take one item per
+# run: the file fixes the batch at 1 and the graph breaks with more.
+MAX_BATCH_KEY = "max_batch"
+
+
+@dataclass
+class OnnxImportOptions:
+    """How to read an ONNX file as a corral model.
+
+    Image options (``color_layout``, ``image_scale``, ``image_bias``, sizes)
+    apply to every name in ``image_inputs``; ``color_layout`` may also be a
+    mapping of input/output name to layout. Image outputs map back with
+    ``output_scale``/``output_bias`` (default: the input's scale and bias),
+    ``pixel = (tensor - bias) / scale``.
+    """
+
+    name: str = ""
+    image_inputs: Sequence[str] = ()
+    image_outputs: Sequence[str] = ()
+    # None: RGB for 3 channels, GRAY for 1.
+    color_layout: ColorLayout | Mapping[str, ColorLayout] | None = None
+    image_scale: float | Sequence[float] = 1.0
+    image_bias: float | Sequence[float] = 0.0
+    output_scale: float | Sequence[float] | None = None
+    output_bias: float | Sequence[float] | None = None
+    # Allowed image sizes as (height, width): an enumerated list, or ranges.
+    image_sizes: Sequence[tuple[int, int]] = ()
+    height_range: Range | None = None
+    width_range: Range | None = None
+    default_size: tuple[int, int] | None = None
+    # Class labels (a list, or a text file with one label per line) and the output they index.
+    class_labels: Sequence[str] | str | os.PathLike[str] | None = None
+    class_labels_output: str = ""
+    input_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # None: decide by running the model at batch 1 and 2; True/False: trust the caller.
+    flexible_batch: bool | None = None
+    # Node domains whose ops are corral custom layers (registered on the worker).
+    custom_domains: Sequence[str] = (CUSTOM_DOMAIN,)
+    author: str = ""
+    license: str = ""
+    version: str = ""
+    description: str = ""
+
+    def layout_for(self, name: str) -> ColorLayout | None:
+        if self.color_layout is None or isinstance(self.color_layout, str):
+            return self.color_layout  # type: ignore[return-value]
+        return self.color_layout.get(name)
+
+
+def _load(source: Any) -> tuple[Any, Any, str, str]:
+    """(onnx module, ModelProto, source label for messages, file stem)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelImportError(f"importing ONNX models needs the onnx package: {INSTALL_HINT}") from None
+    if isinstance(source, onnx.ModelProto):
+        return onnx, source, f"ONNX model {source.graph.name or '(unnamed)'!r}", ""
+    path = Path(source)
+    if not path.is_file():
+        raise ModelImportError(f"{path}: no such ONNX file")
+    try:
+        # Loads external data files too, resolved relative to the model's folder.
+        proto = onnx.load(str(path))
+    except Exception as exc:  # protobuf and onnx raise assorted types for bad files
+        raise ModelImportError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    return onnx, proto, str(path), path.stem
+
+
+def _read_labels(labels: Sequence[str] | str | os.PathLike[str]) -> list[str]:
+    if isinstance(labels, (str, os.PathLike)):
+        path = Path(labels)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ModelImportError(f"class labels file {path}: {exc.strerror or exc}") from exc
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return [str(v) for v in labels]
+
+
+def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions | None = None) -> Model:
+    """Convert an ONNX file (or an ``onnx.ModelProto``) into a corral :class:`Model`."""
+    opts = options or OnnxImportOptions()
+    onnx, proto, where, stem = _load(source)
+    opset = default_opset(proto)
+    if opset < MIN_OPSET:
+        raise ModelImportError(f"{where}: uses ONNX opset {opset}; corral imports opset {MIN_OPSET} and newer "
+                               "(11+ recommended). Convert it with onnx.version_converter first")
+    if proto.functions:
+        from onnx import inliner
+
+        proto = inliner.inline_local_functions(proto)
+    check_ops(proto.graph.node, opts.custom_domains, where)
+    graph = GraphConverter(onnx, opset, opts.custom_domains, where).convert(proto.graph)
+
+    weights = set(graph.initializers)
+    inputs = [tensor_info(onnx, vi, f"{where}: input") for vi in proto.graph.input if vi.name not in weights]
+    outputs = [tensor_info(onnx, vi, f"{where}: output") for vi in proto.graph.output]
+    _check_names(opts, inputs, outputs, where)
+    graph = _fold(graph, [i.name for i in inputs], [o.name for o in outputs])
+
+    importer = _Describer(opts, where, opset, proto, stem)
+    model = Model(description=importer.describe(inputs, outputs, batch=None), graph=graph)
+    model.validate(where)
+    candidates = {i.name for i in inputs if i.batch_candidate}
+    probe: BatchProbe | None = None
+    if not candidates:
+        flexible = False
+    elif opts.flexible_batch is not None:
+        flexible = opts.flexible_batch
+    else:
+        shapes = {f.name: ((1, *f.shape.default) if f.name in candidates else f.shape.default)
+                  for f in model.description.inputs}
+        for f in model.description.image_inputs:
+            shapes[f.name] = (1, f.shape.default[0], *probe_hw(f.shape))
+        probe = probe_batch(model, shapes, {f.name: np.dtype(f.dtype) for f in model.description.inputs},
+                            candidates)
+        # Nothing learned (the model would not run on random inputs): trust a symbolic batch dim.
+        flexible = probe.flexible if probe else all(i.dims[0] is None for i in inputs if i.name in candidates)
+    model.description = importer.describe(inputs, outputs, batch=(flexible, probe))
+    model.validate(where)
+    return model
+
+
+def _check_names(opts: OnnxImportOptions, inputs: list[TensorInfo], outputs: list[TensorInfo], where: str) -> None:
+    input_names = [i.name for i in inputs]
+    output_names = [o.name for o in outputs]
+    for role, given, known in (("image input", opts.image_inputs, input_names),
+                               ("image output", opts.image_outputs, output_names),
+                               ("input default", list(opts.input_defaults), input_names)):
+        unknown = [n for n in given if n not in known]
+        if unknown:
+            raise ModelImportError(f"{where}: {role} names {unknown} are not in the model; "
+                                   f"its {role.split()[-1]}s are {known}")
+    if opts.class_labels_output and opts.class_labels_output not in output_names:
+        raise ModelImportError(f"{where}: class labels output {opts.class_labels_output!r} is not an output; "
+                               f"outputs are {output_names}")
+
+
+def _fold(graph: Graph, inputs: list[str], outputs: list[str]) -> Graph:
+    """Fold constant subgraphs with corral's own ops, keeping exact dtypes; drop what no output needs.
+
+    Only nodes whose inputs are all constant are evaluated, so the ops on the
+    input-dependent path are not even loaded here.
+    """
+    from engine.ops import make_op
+    from engine.passes import PassContext
+    from engine.passes.dead_nodes import drop_dead_nodes
+
+    constants = dict(graph.initializers)
+    kept = []
+    for node in graph.toposort(inputs):  # execution order: a folded result can feed the next fold
+        args = [constants.get(name) if name else None for name in node.inputs]
+        if node.domain or any(name and value is None for name, value in zip(node.inputs, args)):
+            kept.append(node)
+            continue
+        op = make_op(node)
+        if not op.foldable:
+            kept.append(node)
+            continue
+        results = op(args)
+        in_size = sum(int(np.size(a)) for a in args if a is not None)
+        if sum(int(np.size(r)) for r in results) > in_size + MAX_FOLD_GROWTH:
+            kept.append(node)  # an expanding op (ConstantOfShape, Expand): cheaper to run than to store
+            continue
+        for name, value in zip(node.outputs, results):
+            if name:
+                constants[name] = np.asarray(value)
+    ctx = PassContext(nodes=kept, constants=constants, inputs=inputs, outputs=outputs)
+    drop_dead_nodes(ctx)
+    return Graph(nodes=list(ctx.nodes), initializers=dict(ctx.constants))
+
+
+class _Describer:
+    """Builds the model description from the ONNX graph's inputs/outputs and the options."""
+
+    def __init__(self, opts: OnnxImportOptions, where: str, opset: int, proto: Any, stem: str) -> None:
+        self.opts = opts
+        self.where = where
+        self.opset = opset
+        self.proto = proto
+        self.stem = stem
+
+    def describe(self, inputs: list[TensorInfo], outputs: list[TensorInfo],
+                 batch: tuple[bool, BatchProbe | None] | None) -> ModelDescription:
+        """``batch`` None: provisional (every batch candidate batched), else (flexible, probe result)."""
+        flexible, probe = batch if batch is not None else (True, None)
+        image_names = set(self.opts.image_inputs)
+        features = []
+        for info in inputs:
+            if info.name in image_names:
+                features.append(self._image_input(info))
+            else:
+                features.append(self._array_input(info, info.batch_candidate and flexible))
+        # Image items are [C, H, W]: a fixed batch of 1 stays a batch axis, limited to one item per run.
+        strips_batch = flexible or any(f.kind == "image" for f in features)
+        outs = []
+        for info in outputs:
+            if probe is not None and probe.flexible:
+                batched = info.name in probe.batched_outputs
+            else:
+                batched = strips_batch and info.dims is not None and len(info.dims) >= 1 and info.dims[0] in (1, None)
+            outs.append(self._output(info, batched))
+        desc = ModelDescription(inputs=features, outputs=outs, metadata=self._metadata())
+        if batch is not None and not flexible and any(f.kind == "image" and f.batched for f in features):
+            desc.metadata.user[MAX_BATCH_KEY] = "1"
+        if self.opts.class_labels is not None:
+            self._class_labels(desc, outputs)
+        return desc
+
+    # ------------------------------------------------------------ inputs
+    def _image_input(self, info: TensorInfo) -> Feature:
+        where = f"{self.where}: image input {info.name!r}"
+        layout, channels = image_layout(info, self.opts.layout_for(info.name), where)
+        assert info.dims is not None
+        if info.dims[0] not in (1, None):
+            raise ModelImportError(f"{where}: batch dimension is {info.dims[0]}; an image input needs 1 or a "
+                                   "symbolic batch dimension")
+        if info.dtype.kind != "f":
+            raise ModelImportError(f"{where}: is {info.dtype}; image inputs must be floating point")
+        o = self.opts
+        shape = image_shape(channels, (info.dims[2], info.dims[3]), o.image_sizes, o.height_range, o.width_range,
+                            o.default_size, where)
+        return Feature(name=info.name, kind="image", shape=shape, dtype=str(info.dtype), color_layout=layout,
+                       scale=per_channel(o.image_scale, channels, "scale", where),
+                       bias=per_channel(o.image_bias, channels, "bias", where), batched=True)
+
+    def _array_input(self, info: TensorInfo, batched: bool) -> Feature:
+        where = f"{self.where}: input {info.name!r}"
+        if info.dims is None:
+            raise ModelImportError(f"{where}: the file gives no shape; run onnx shape inference "
+                                   "(onnx.shape_inference.infer_shapes) or export with input shapes")
+        dims = info.dims[1:] if batched else [1 if i == 0 and d is None and info.batch_candidate else d
+                                              for i, d in enumerate(info.dims)]
+        feature = Feature(name=info.name, kind="array", shape=array_shape(dims), dtype=str(info.dtype),
+                          batched=batched)
+        if info.name in self.opts.input_defaults:
+            default = np.asarray(self.opts.input_defaults[info.name], dtype=info.dtype)
+            if not feature.shape.allows(default.shape):
+                raise ModelImportError(f"{where}: default value of shape {list(default.shape)} is not an "
+                                       f"allowed shape ({feature.shape.describe()})")
+            feature.default = default
+        return feature
+
+    # ------------------------------------------------------------ outputs
+    def _output(self, info: TensorInfo, batched: bool) -> Feature:
+        dims = [] if info.dims is None else info.dims[1:] if batched else info.dims
+        if info.name not in self.opts.image_outputs:
+            return Feature(name=info.name, kind="array", shape=ShapeSpec(tuple(d or 0 for d in dims)),
+                           dtype=str(info.dtype), batched=batched)
+        where = f"{self.where}: image output {info.name!r}"
+        layout, channels = image_layout(info, self.opts.layout_for(info.name), where)
+        if not batched:
+            raise ModelImportError(f"{where}: has no batch dimension the runtime can strip; an image output "
+                                   "must be [N, C, H, W]")
+        o = self.opts
+        scale = o.image_scale if o.output_scale is None else o.output_scale
+        bias = o.image_bias if o.output_bias is None else o.output_bias
+        return Feature(name=info.name, kind="image", shape=ShapeSpec(tuple(d or 0 for d in dims)),
+                       dtype=str(info.dtype), color_layout=layout, batched=True,
+                       scale=per_channel(scale, channels, "scale", where),
+                       bias=per_channel(bias, channels, "bias", where))
+
+    def _class_labels(self, desc: ModelDescription, outputs: list[TensorInfo]) -> None:
+        labels = _read_labels(self.opts.class_labels)  # type: ignore[arg-type]
+        if not labels:
+            raise ModelImportError(f"{self.where}: the class labels list is empty")
+        target = self.opts.class_labels_output
+        if not target:
+            if len(outputs) != 1:
+                raise ModelImportError(f"{self.where}: the model has {len(outputs)} outputs; say which one the "
+                                       "class labels index (class_labels_output)")
+            target = outputs[0].name
+        feature = desc.output(target)
+        classes = feature.shape.default[-1] if feature.shape.default else 0
+        if classes and classes != len(labels):
+            raise ModelImportError(f"{self.where}: {len(labels)} class labels for output {target!r}, "
+                                   f"which has {classes} classes")
+        desc.class_labels = labels
+        desc.class_labels_output = target
+
+    # ------------------------------------------------------------ metadata
+    def _metadata(self) -> Metadata:
+        o, proto = self.opts, self.proto
+        user = {p.key: p.value for p in proto.metadata_props}
+        user["onnx_opset"] = str(self.opset)
+        if proto.producer_name:
+            user["onnx_producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
+        return Metadata(name=o.name or self.stem or proto.graph.name or "model",
+                        version=o.version or (str(proto.model_version) if proto.model_version else ""),
+                        author=o.author, license=o.license,
+                        description=o.description or proto.doc_string or proto.graph.doc_string, user=user)

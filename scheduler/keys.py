@@ -1,0 +1,63 @@
+"""Every Redis key corral uses, in one place. All start with ``corral:``.
+
+Celery's own keys (the queues ``corral.cpu`` / ``corral.cuda`` and kombu's
+``unacked`` bookkeeping) are named by kombu, not here.
+"""
+
+from __future__ import annotations
+
+PREFIX = "corral:"
+
+# queue names (Celery routing keys); one per device kind
+CPU_QUEUE = "corral.cpu"
+CUDA_QUEUE = "corral.cuda"
+
+# sorted set: job id -> created time (what `corral jobs` lists)
+JOBS = PREFIX + "jobs"
+# sorted set: worker id -> last heartbeat time (entries outlive their heartbeat key; readers drop stale ones)
+WORKERS = PREFIX + "workers"
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (see :class:`scheduler.jobs.JobRecord`) and its progress counters."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_finished(job_id: str) -> str:
+    """Set of item indices that reached an outcome (done, failed or skipped); makes counting idempotent."""
+    return f"{PREFIX}job:{job_id}:finished"
+
+
+def job_failures(job_id: str) -> str:
+    """Hash: item index -> JSON ``{"file", "reason"}`` for items that failed on a worker."""
+    return f"{PREFIX}job:{job_id}:failures"
+
+
+def job_rejected(job_id: str) -> str:
+    """List of JSON ``{"file", "reason"}``: inputs rejected before queueing (never items of the job)."""
+    return f"{PREFIX}job:{job_id}:rejected"
+
+
+def job_outputs(job_id: str) -> str:
+    """Hash: output file name (relative) -> bytes, for jobs using the Redis blob transport."""
+    return f"{PREFIX}job:{job_id}:outputs"
+
+
+def input_blob(job_id: str, index: int) -> str:
+    """String: the bytes of one input image, for jobs using the Redis blob transport."""
+    return f"{PREFIX}job:{job_id}:in:{index}"
+
+
+def worker(worker_id: str) -> str:
+    """String (JSON, with a TTL): a worker's latest heartbeat."""
+    return f"{PREFIX}worker:{worker_id}"
+
+
+def worker_batches(worker_id: str) -> str:
+    """Hash: batch size -> number of batches of that size a worker ran (observed batch sizes)."""
+    return f"{PREFIX}worker:{worker_id}:batches"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """Every key a job owns except its input blobs (which expire on their own)."""
+    return [job(job_id), job_finished(job_id), job_failures(job_id), job_rejected(job_id), job_outputs(job_id)]

@@ -1,0 +1,67 @@
+"""The worker registry: heartbeats that workers publish and that routing and `corral workers` read."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from scheduler import keys
+
+HEARTBEAT_TTL = 10.0  # seconds a heartbeat stays valid; workers refresh every HEARTBEAT_TTL / 4
+
+
+@dataclass
+class WorkerInfo:
+    id: str
+    hostname: str
+    pid: int
+    device: str  # "cpu", "cuda:0", ...
+    backend: str
+    queue: str
+    warm_models: list[str] = field(default_factory=list)
+    backlog: int = 0
+    max_batch: int = 0
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # size -> batches run
+    started: float = 0.0
+    updated: float = 0.0
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def publish(r: redis.Redis, info: WorkerInfo, ttl: float = HEARTBEAT_TTL) -> None:
+    info.updated = time.time()
+    with r.pipeline() as p:
+        p.set(keys.worker(info.id), json.dumps(asdict(info)), px=int(ttl * 1000))
+        p.zadd(keys.WORKERS, {info.id: info.updated})
+        p.execute()
+
+
+def withdraw(r: redis.Redis, worker_id: str) -> None:
+    with r.pipeline() as p:
+        p.delete(keys.worker(worker_id))
+        p.zrem(keys.WORKERS, worker_id)
+        p.execute()
+
+
+def live_workers(r: redis.Redis) -> list[WorkerInfo]:
+    """Workers whose heartbeat has not expired; stale registry entries are pruned."""
+    ids = [i.decode() if isinstance(i, bytes) else i for i in r.zrange(keys.WORKERS, 0, -1)]
+    if not ids:
+        return []
+    raw = r.mget([keys.worker(i) for i in ids])
+    live, stale = [], []
+    for worker_id, data in zip(ids, raw):
+        if data is None:
+            stale.append(worker_id)
+            continue
+        fields: dict[str, Any] = json.loads(data)
+        live.append(WorkerInfo(**fields))
+    if stale:
+        r.zrem(keys.WORKERS, *stale)
+    return live

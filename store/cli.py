@@ -1,0 +1,167 @@
+"""``corral store``: run the store service and talk to one (or to a local store root directly)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from store.config import DEFAULT_HOST, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, StoreConfig, load_recipes
+from store.refs import parse_ref
+
+URL_ENV = "CORRAL_STORE_URL"
+
+
+def _token(token_file: Path | None) -> str | None:
+    if token_file is not None:
+        return token_file.read_text().strip()
+    return os.environ.get("CORRAL_STORE_TOKEN") or None
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc))
+
+
+@click.group()
+def store() -> None:
+    """The model store: versioned packages and their quantized variants, made on demand."""
+
+
+@store.command()
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory holding the models (created if missing).")
+@click.option("--host", default=DEFAULT_HOST, show_default=True)
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="File holding the bearer token uploads need; without it uploads are refused.")
+@click.option("--protect-reads", is_flag=True, help="Require the token for downloads and listings too.")
+@click.option("--max-upload", type=int, default=DEFAULT_MAX_UPLOAD, show_default=True,
+              help="Largest accepted upload, in bytes.")
+@click.option("--recipes", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="JSON file of named variant recipes (name -> quantizer options).")
+def serve(root: Path, host: str, port: int, token_file: Path | None, protect_reads: bool, max_upload: int,
+          recipes: Path | None) -> None:
+    """Serve a store directory over HTTP."""
+    import uvicorn
+
+    from store.app import create_app
+
+    try:
+        config = StoreConfig(root=root, token_file=token_file, protect_reads=protect_reads,
+                             max_upload_bytes=max_upload, recipes=load_recipes(recipes))
+        app = create_app(config)
+    except ValueError as exc:
+        _fail(exc)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+_url = click.option("--url", envvar=URL_ENV, default=None,
+                    help=f"Store service URL (env {URL_ENV}); without it and without --root, http://127.0.0.1:8700.")
+_root = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Use a local store directory directly instead of a service.")
+_token_file = click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                           help="File holding the bearer token (or env CORRAL_STORE_TOKEN).")
+
+
+def _client(url: str | None, token_file: Path | None):  # type: ignore[no-untyped-def]
+    from store.client import DEFAULT_URL, StoreClient
+
+    return StoreClient(url or DEFAULT_URL, _token(token_file))
+
+
+@store.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--name", required=True, help="Model name (1-64 of A-Z a-z 0-9 . _ -).")
+@click.option("--version", "version", type=int, default=None, help="Version number (default: the next one).")
+@_url
+@_root
+@_token_file
+def push(file: Path, name: str, version: int | None, url: str | None, root: Path | None,
+         token_file: Path | None) -> None:
+    """Upload FILE (a .corral package) as a new version of NAME."""
+    from engine.exceptions import EngineError
+    from store.client import StoreError
+    from store.repository import Repository
+
+    try:
+        if root is not None:
+            manifest = Repository(root).publish(name, file, version)
+        else:
+            with _client(url, token_file) as client:
+                manifest = client.push(file, name, version)
+    except (StoreError, EngineError, ValueError, LookupError) as exc:
+        _fail(exc)
+    click.echo(f"stored {manifest['name']}:{manifest['version']} "
+               f"({manifest['master']['size']} bytes, sha256 {manifest['master']['sha256'][:16]}…)")
+
+
+@store.command(name="ls")
+@_url
+@_root
+@_token_file
+@click.option("--json", "as_json", is_flag=True, help="Print the index as JSON.")
+def ls(url: str | None, root: Path | None, token_file: Path | None, as_json: bool) -> None:
+    """List models, versions and the variants made so far."""
+    from store.client import StoreError
+    from store.repository import Repository
+
+    try:
+        if root is not None:
+            models = Repository(root).index()
+        else:
+            with _client(url, token_file) as client:
+                models = client.index()
+    except (StoreError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(models, indent=1))
+        return
+    if not models:
+        click.echo("the store is empty; add a model with `corral store push FILE --name NAME`")
+    for m in models:
+        for v in m["versions"]:
+            tag = " (latest)" if v["version"] == m["latest"] else ""
+            variants = ", ".join(f"{k} {_size(e['size'])}" for k, e in sorted(v["variants"].items()))
+            click.echo(f"{m['name']}:{v['version']}{tag}  {variants}")
+
+
+@store.command()
+@click.argument("ref")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the package (resumes OUTPUT.part if present).")
+@_url
+@_root
+@_token_file
+def pull(ref: str, output: Path, url: str | None, root: Path | None, token_file: Path | None) -> None:
+    """Download REF (name[:version][@variant]) verified against its manifest's sha256."""
+    import shutil
+
+    from store.client import StoreError
+    from store.repository import Repository
+
+    try:
+        parsed = parse_ref(ref)
+        if root is not None:
+            repo = Repository(root)
+            found = repo.variant(parsed.with_version(repo.resolve(parsed.name, parsed.version)))
+            shutil.copyfile(found.path, output)
+            sha, size = found.sha256, found.size
+        else:
+            with _client(url, token_file) as client:
+                result = client.pull(parsed, output)
+            sha, size = result.sha256, result.size
+    except (StoreError, ValueError, LookupError) as exc:
+        _fail(exc)
+    click.echo(f"{output}: {size} bytes, sha256 {sha[:16]}… verified")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)

@@ -1,0 +1,176 @@
+"""Variants: quantized forms of a version's float master, made on first request and then kept.
+
+Built-in names: ``fp32`` (the master itself), ``fp16``, ``linear8`` …
+``linear1`` and ``lut8`` … ``lut1``; a store may add named recipes. A
+variant is built at most once even when many requests (threads of one
+server, or several server processes on one root) ask for it together: a
+per-variant thread lock, then a per-variant file lock, then a second look
+for the finished file before building.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from store.refs import DEFAULT_VARIANT, RefError, check_name
+
+log = logging.getLogger(__name__)
+
+MASTER = "master.corral"
+VARIANTS_DIR = "variants"
+
+
+def builtin_variants() -> dict[str, dict[str, Any]]:
+    """Variant name -> quantizer options (``{}`` for the float master)."""
+    table: dict[str, dict[str, Any]] = {DEFAULT_VARIANT: {}, "fp16": {"mode": "fp16"}}
+    for bits in range(8, 0, -1):
+        table[f"linear{bits}"] = {"mode": "linear", "bits": bits}
+        table[f"lut{bits}"] = {"mode": "lut", "bits": bits}
+    return table
+
+
+class UnknownVariantError(RefError):
+    pass
+
+
+@dataclass(frozen=True)
+class VariantFile:
+    """One servable package: where it is, its sha256 and size."""
+
+    variant: str
+    path: Path
+    sha256: str
+    size: int
+    recipe: dict[str, Any]
+    created: float
+
+    def info(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["path"]
+        return data
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class VariantMaker:
+    """Makes and finds variant files inside one store root."""
+
+    def __init__(self, recipes: Mapping[str, Mapping[str, Any]] | None = None,
+                 on_build: Callable[[str, float], None] | None = None) -> None:
+        self.recipes: dict[str, dict[str, Any]] = builtin_variants()
+        for name, options in (recipes or {}).items():
+            check_name(name, "recipe name")
+            if name in self.recipes:
+                raise RefError(f"recipe {name!r} would replace a built-in variant; pick another name")
+            self.recipes[name] = dict(options)
+            self.options(name)  # fail at start-up, not on first request
+        self.on_build = on_build
+        self.builds = 0  # variants built by this maker (tests check once-only building)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def names(self) -> list[str]:
+        return list(self.recipes)
+
+    def options(self, variant: str) -> Any:
+        """The :class:`engine.quantize.QuantizeOptions` for ``variant``."""
+        from engine.exceptions import EngineError
+        from engine.quantize import QuantizeOptions
+
+        recipe = self.recipe(variant)
+        try:
+            options = QuantizeOptions(**recipe)
+            options.check()
+        except (TypeError, EngineError) as exc:
+            raise RefError(f"variant {variant!r}: bad quantizer options {recipe} ({exc})") from None
+        return options
+
+    def recipe(self, variant: str) -> dict[str, Any]:
+        if variant not in self.recipes:
+            raise UnknownVariantError(f"unknown variant {variant!r}: choose one of {', '.join(self.recipes)}")
+        return self.recipes[variant]
+
+    def existing(self, version_dir: Path, variant: str) -> VariantFile | None:
+        """The variant's file if it has been made (its sidecar JSON is written last)."""
+        if variant == DEFAULT_VARIANT:
+            return read_sidecar(version_dir / "master.json", version_dir / MASTER, variant)
+        base = version_dir / VARIANTS_DIR
+        return read_sidecar(base / f"{variant}.json", base / f"{variant}.corral", variant)
+
+    def ensure(self, version_dir: Path, variant: str) -> VariantFile:
+        """The variant's file, building it from the master first if no one has yet."""
+        self.recipe(variant)
+        found = self.existing(version_dir, variant)
+        if found is not None:
+            return found
+        key = str(version_dir / variant)
+        with self._locks_guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            (version_dir / VARIANTS_DIR).mkdir(exist_ok=True)
+            with FileLock(str(version_dir / VARIANTS_DIR / f".{variant}.lock")):
+                found = self.existing(version_dir, variant)
+                if found is None:
+                    found = self._build(version_dir, variant)
+        return found
+
+    def _build(self, version_dir: Path, variant: str) -> VariantFile:
+        from engine.format import dumps, load
+        from engine.quantize import QuantizeReport, quantize_model
+
+        started = time.perf_counter()
+        options = self.options(variant)
+        master = load(version_dir / MASTER)
+        report = QuantizeReport()
+        data = dumps(quantize_model(master, options, report))
+        path = version_dir / VARIANTS_DIR / f"{variant}.corral"
+        write_atomic(path, data)
+        made = VariantFile(variant, path, hashlib.sha256(data).hexdigest(), len(data), self.recipe(variant),
+                           time.time())
+        write_sidecar(version_dir / VARIANTS_DIR / f"{variant}.json", made,
+                      quantized=report.count, skipped=len(report.skipped))
+        seconds = time.perf_counter() - started
+        self.builds += 1
+        log.info("built variant %s of %s in %.2f s (%d weights quantized, %d bytes)",
+                 variant, version_dir, seconds, report.count, len(data))
+        if self.on_build is not None:
+            self.on_build(variant, seconds)
+        return made
+
+
+def write_sidecar(path: Path, made: VariantFile, **extra: Any) -> None:
+    write_atomic(path, json.dumps({**made.info(), **extra}, sort_keys=True).encode())
+
+
+def read_sidecar(sidecar: Path, package: Path, variant: str) -> VariantFile | None:
+    try:
+        data = json.loads(sidecar.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise OSError(f"{sidecar}: unreadable variant record ({exc}); delete it to rebuild the variant") from None
+    return VariantFile(variant, package, str(data["sha256"]), int(data["size"]), dict(data.get("recipe", {})),
+                       float(data.get("created", 0.0)))

@@ -1,0 +1,113 @@
+"""predict_batch: one result per item, equal to predict on each, same-shape items stacked into one run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import ModelBuilder, compile
+from engine.graph import Model
+from engine.runtime import CompiledModel
+
+RNG = np.random.default_rng(3)
+
+
+def elementwise_model() -> Model:
+    """relu(x * gain + offset) * style_scale: a flexible image-like input plus an unbatched style input."""
+    b = ModelBuilder("elementwise")
+    x = b.array_input("x", (3, 4, 4), ranges=[(3, 3), (1, 32), (1, 32)])
+    style = b.array_input("style", (1,), batched=False, default=np.array([1.0], np.float32))
+    gain = b.weight("gain", RNG.standard_normal((3, 1, 1)).astype(np.float32))
+    offset = b.weight("offset", RNG.standard_normal((3, 1, 1)).astype(np.float32))
+    y = b.node("Relu", [b.node("Add", [b.node("Mul", [x, gain]), offset])])
+    b.array_output(b.node("Mul", [y, style]), name="y")
+    b.array_output(b.node("Sub", [x, offset]), name="centred")
+    return b.build()
+
+
+def conv_model() -> Model:
+    """Conv -> Relu -> Conv + residual Add, the shape of a style network's residual block."""
+    b = ModelBuilder("residual")
+    x = b.array_input("x", (4, 10, 10), ranges=[(4, 4), (3, 40), (3, 40)])
+    w1 = b.weight("w1", RNG.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3)
+    w2 = b.weight("w2", RNG.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3)
+    bias = b.weight("bias", RNG.standard_normal(4).astype(np.float32))
+    h = b.node("Relu", [b.node("Conv", [x, w1, bias], pads=[1, 1, 1, 1])])
+    h = b.node("Conv", [h, w2], pads=[1, 1, 1, 1])
+    b.array_output(b.node("Add", [h, x]), name="y")
+    return b.build()
+
+
+def assert_same_results(compiled: CompiledModel, items: list[dict], exact: bool) -> None:
+    batched = compiled.predict_batch(items)
+    assert len(batched) == len(items)
+    for item, got in zip(items, batched):
+        want = compiled.predict(item)
+        assert set(got) == set(want)
+        for name in want:
+            assert got[name].shape == want[name].shape
+            if exact:
+                np.testing.assert_array_equal(got[name], want[name])
+            else:
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_elementwise_batch_equals_a_predict_loop_exactly() -> None:
+    compiled = compile(elementwise_model())
+    items = [{"x": RNG.standard_normal((3, 4, 4)).astype(np.float32)} for _ in range(5)]
+    items += [{"x": RNG.standard_normal((3, 7, 5)).astype(np.float32)} for _ in range(2)]
+    items += [{"x": RNG.standard_normal((3, 4, 4)).astype(np.float32), "style": np.array([2.5], np.float32)}]
+    assert_same_results(compiled, items, exact=True)
+
+
+def test_same_shape_items_are_stacked_into_one_run_and_others_run_apart() -> None:
+    compiled = compile(elementwise_model())
+    items = [{"x": RNG.standard_normal((3, 4, 4)).astype(np.float32)} for _ in range(4)]
+    items.append({"x": RNG.standard_normal((3, 6, 6)).astype(np.float32)})
+    items.append({"x": RNG.standard_normal((3, 4, 4)).astype(np.float32), "style": np.array([3.0], np.float32)})
+    compiled.predict_batch(items)
+    batch_sizes = sorted((sig[0][1][0], sig[0][1][2:]) for sig in compiled.executor.plans)
+    # four 4x4 items with the default style in one run; the 6x6 item and the other style on their own
+    assert batch_sizes == [(1, (4, 4)), (1, (6, 6)), (4, (4, 4))]
+    assert compiled.executor.plans_recorded == 3
+
+
+def test_unbatched_input_values_decide_grouping_and_results() -> None:
+    compiled = compile(elementwise_model())
+    x = RNG.standard_normal((3, 4, 4)).astype(np.float32)
+    results = compiled.predict_batch([{"x": x, "style": np.array([s], np.float32)} for s in (0.0, 1.0, 2.0)])
+    np.testing.assert_array_equal(results[0]["y"], np.zeros_like(results[0]["y"]))
+    np.testing.assert_allclose(results[2]["y"], 2 * results[1]["y"])
+    np.testing.assert_array_equal(results[0]["centred"], results[2]["centred"])
+
+
+def test_conv_batch_equals_a_predict_loop() -> None:
+    compiled = compile(conv_model())
+    items = [{"x": RNG.standard_normal((4, 10, 10)).astype(np.float32)} for _ in range(6)]
+    items += [{"x": RNG.standard_normal((4, 13, 9)).astype(np.float32)} for _ in range(3)]
+    assert_same_results(compiled, items, exact=False)
+
+
+@pytest.mark.parametrize("max_batch", [1, 2, 4])
+def test_max_batch_splits_a_group_without_changing_results(max_batch: int) -> None:
+    compiled = compile(conv_model())
+    items = [{"x": RNG.standard_normal((4, 10, 10)).astype(np.float32)} for _ in range(5)]
+    whole = compiled.predict_batch(items)
+    split = compiled.predict_batch(items, max_batch=max_batch)
+    for a, b in zip(whole, split):
+        np.testing.assert_allclose(a["y"], b["y"], rtol=1e-5, atol=1e-5)
+    assert max(sig[0][1][0] for sig in compiled.executor.plans) == 5
+
+
+def test_results_are_independent_copies() -> None:
+    compiled = compile(elementwise_model())
+    items = [{"x": RNG.standard_normal((3, 4, 4)).astype(np.float32)} for _ in range(2)]
+    first, second = compiled.predict_batch(items)
+    keep = second["y"].copy()
+    first["y"][...] = 123.0
+    np.testing.assert_array_equal(second["y"], keep)
+    assert first["y"].flags.writeable and first["y"].base is None
+
+
+def test_empty_batch_gives_no_results() -> None:
+    assert compile(elementwise_model()).predict_batch([]) == []

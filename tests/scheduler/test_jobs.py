@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import threading
+
+import fakeredis
+import pytest
+
+from scheduler import keys
+from scheduler.jobs import (
+    ItemOutcome,
+    JobNotFound,
+    JobRecord,
+    JobStatus,
+    Outcome,
+    cancel_job,
+    create_job,
+    failures,
+    finished_indices,
+    list_jobs,
+    load_job,
+    mark_started,
+    record_outcomes,
+)
+
+
+@pytest.fixture
+def r() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def _job(r, total: int = 4, job_id: str = "j1") -> JobRecord:
+    rec = JobRecord(id=job_id, model="m.corral", model_path="/m.corral", out="/out", total=total,
+                    inputs={"style": [0.5, 0.5]}, priority=7)
+    create_job(r, rec)
+    return rec
+
+
+def test_record_round_trips_through_the_hash(r) -> None:
+    rec = _job(r)
+    back = load_job(r, "j1")
+    assert back.inputs == {"style": [0.5, 0.5]} and back.priority == 7 and back.status is JobStatus.QUEUED
+    assert back.created == pytest.approx(rec.created) and back.started == 0.0
+    assert list_jobs(r)[0].id == "j1"
+    with pytest.raises(JobNotFound, match="corral jobs"):
+        load_job(r, "nope")
+
+
+def test_keys_share_the_prefix_and_differ_per_job() -> None:
+    names = keys.job_keys("a") + keys.job_keys("b") + [keys.input_blob("a", 1), keys.worker("w")]
+    assert all(n.startswith("corral:") for n in names) and len(set(names)) == len(names)
+
+
+def test_outcomes_are_counted_once_even_when_redelivered(r) -> None:
+    _job(r, total=4)
+    assert record_outcomes(r, "j1", [ItemOutcome(0, Outcome.DONE), ItemOutcome(1, Outcome.DONE)]) == 2
+    # redelivery reports item 1 again, plus a new failure
+    assert record_outcomes(r, "j1", [ItemOutcome(1, Outcome.DONE), ItemOutcome(2, Outcome.FAILED, "b.jpg", "bad")]) == 1
+    rec = load_job(r, "j1")
+    assert (rec.done, rec.failed, rec.status) == (2, 1, JobStatus.QUEUED)
+    assert failures(r, "j1") == [{"index": 2, "file": "b.jpg", "reason": "bad"}]
+    assert finished_indices(r, "j1", [0, 1, 2, 3]) == {0, 1, 2}
+    record_outcomes(r, "j1", [ItemOutcome(3, Outcome.DONE)])
+    rec = load_job(r, "j1")
+    assert rec.status is JobStatus.DONE and rec.finished > 0 and rec.finished_items == 4
+
+
+def test_concurrent_reports_of_the_same_items_count_exactly(r) -> None:
+    _job(r, total=200)
+
+    def report() -> None:
+        for start in range(0, 200, 10):
+            record_outcomes(r, "j1", [ItemOutcome(i, Outcome.DONE) for i in range(start, start + 10)])
+
+    threads = [threading.Thread(target=report) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rec = load_job(r, "j1")
+    assert rec.done == 200 and rec.status is JobStatus.DONE
+
+
+def test_all_failed_is_a_failed_job(r) -> None:
+    _job(r, total=2)
+    record_outcomes(r, "j1", [ItemOutcome(0, Outcome.FAILED, "a", "x"), ItemOutcome(1, Outcome.FAILED, "b", "y")])
+    assert load_job(r, "j1").status is JobStatus.FAILED
+
+
+def test_status_transitions(r) -> None:
+    _job(r, total=2)
+    mark_started(r, "j1")
+    rec = load_job(r, "j1")
+    assert rec.status is JobStatus.RUNNING and rec.started > 0
+    first = rec.started
+    mark_started(r, "j1")
+    assert load_job(r, "j1").started == first  # set once
+    assert cancel_job(r, "j1")
+    assert not cancel_job(r, "j1")
+    # skipped items finish a cancelled job without changing its status
+    record_outcomes(r, "j1", [ItemOutcome(0, Outcome.SKIPPED), ItemOutcome(1, Outcome.SKIPPED)])
+    rec = load_job(r, "j1")
+    assert rec.status is JobStatus.CANCELLED and rec.skipped == 2
+    assert JobStatus.CANCELLED.terminal and not JobStatus.RUNNING.terminal

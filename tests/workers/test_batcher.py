@@ -1,0 +1,142 @@
+"""The batcher with a real compiled model, on fakeredis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import fakeredis
+import numpy as np
+import pytest
+from PIL import Image
+
+import engine
+from engine.builder import ModelBuilder
+from scheduler import keys
+from scheduler.jobs import JobRecord, Outcome, cancel_job, create_job, failures, load_job
+from workers.batcher import Batcher, BatcherConfig, Requeue
+from workers.item_io import ChunkItem
+from workers.model_cache import ModelCache
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    b = ModelBuilder("tiny")
+    x = b.image_input("image", size=(8, 8), height_range=(1, 512), width_range=(1, 512))
+    y = b.node("Conv", [x, b.weight("w", np.full((3, 3, 1, 1), 0.1, np.float32))])
+    b.image_output(b.node("Sigmoid", [y]), name="out", scale=1 / 255)
+    path = tmp_path_factory.mktemp("m") / "tiny.corral"
+    engine.save(b.build(), path)
+    return str(path)
+
+
+@pytest.fixture
+def r() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def _batcher(r, **cfg) -> Batcher:
+    cache = ModelCache(lambda key: engine.compile(engine.load(key)), 10**9)
+    return Batcher(r, cache, lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
+
+
+def _job(r, model_path: str, out: Path, job_id: str, total: int) -> JobRecord:
+    rec = JobRecord(id=job_id, model=model_path, model_path=model_path, out=str(out), total=total)
+    create_job(r, rec)
+    return rec
+
+
+def _images(d: Path, n: int, size=(6, 5)) -> list[ChunkItem]:
+    d.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i in range(n):
+        p = d / f"i{i}.png"
+        Image.new("RGB", size, (i, 2 * i, 3 * i)).save(p)
+        items.append(ChunkItem(i, p.name, str(p)))
+    return items
+
+
+def test_items_of_different_jobs_share_a_batch(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=8, max_delay_ms=200)
+    try:
+        items = _images(tmp_path / "in", 6)
+        jobs = [_job(r, model_path, tmp_path / f"out{j}", f"j{j}", 3) for j in range(2)]
+        futs = b.submit(jobs[0], items[:3]) + b.submit(jobs[1], [ChunkItem(k, it.name, it.path)
+                                                                  for k, it in enumerate(items[3:])])
+        assert [f.result(10) for f in futs] == [Outcome.DONE] * 6
+        assert b.batch_sizes == {6: 1}
+        assert r.hgetall(keys.worker_batches("w1")) == {b"6": b"1"}
+        assert all(load_job(r, j.id).done == 3 for j in jobs)
+        assert sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["i3.png", "i4.png", "i5.png"]
+    finally:
+        b.close()
+
+
+def test_different_shapes_never_share_a_batch_and_max_batch_holds(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=2, max_delay_ms=100)
+    try:
+        items = _images(tmp_path / "a", 3, (6, 5)) + [
+            ChunkItem(3 + it.index, it.name, it.path) for it in _images(tmp_path / "b", 2, (7, 7))]
+        job = _job(r, model_path, tmp_path / "out", "j", 5)
+        assert {f.result(10) for f in b.submit(job, items)} == {Outcome.DONE}
+        assert b.batch_sizes == {2: 2, 1: 1}
+    finally:
+        b.close()
+
+
+def test_a_bad_item_fails_alone(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=4, max_delay_ms=50)
+    try:
+        items = _images(tmp_path / "in", 2)
+        bad = tmp_path / "in" / "bad.png"
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+        job = _job(r, model_path, tmp_path / "out", "j", 3)
+        futs = b.submit(job, items + [ChunkItem(2, "bad.png", str(bad))])
+        assert [f.result(10) for f in futs] == [Outcome.DONE, Outcome.DONE, Outcome.FAILED]
+        [row] = failures(r, "j")
+        assert row["file"] == str(bad) and "bad.png" in row["reason"]
+    finally:
+        b.close()
+
+
+def test_waits_at_most_max_delay_for_a_batch_to_fill(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=64, max_delay_ms=100)
+    try:
+        job = _job(r, model_path, tmp_path / "out", "j", 1)
+        b.submit(job, _images(tmp_path / "warm", 1))[0].result(10)  # load the model first
+        job = _job(r, model_path, tmp_path / "out2", "k", 1)
+        start = time.monotonic()
+        assert b.submit(job, _images(tmp_path / "in", 1))[0].result(10) is Outcome.DONE
+        assert 0.09 <= time.monotonic() - start < 1.0
+    finally:
+        b.close()
+
+
+def test_cancelled_jobs_are_skipped(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r)
+    try:
+        job = _job(r, model_path, tmp_path / "out", "j", 2)
+        cancel_job(r, "j")
+        assert [f.result(10) for f in b.submit(job, _images(tmp_path / "in", 2))] == [Outcome.SKIPPED] * 2
+        assert load_job(r, "j").skipped == 2 and not (tmp_path / "out").exists()
+    finally:
+        b.close()
+
+
+def test_drain_hands_back_what_has_not_started(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=64, max_delay_ms=5000)
+    try:
+        job = _job(r, model_path, tmp_path / "out", "j", 3)
+        futs = b.submit(job, _images(tmp_path / "in", 3))
+        deadline = time.monotonic() + 10
+        while b.backlog and sum(len(g) for g in b._groups.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        b.drain()
+        for f in futs:
+            with pytest.raises(Requeue):
+                f.result(10)
+        with pytest.raises(Requeue):
+            b.submit(job, _images(tmp_path / "more", 1))[0].result(1)
+        assert load_job(r, "j").finished_items == 0
+    finally:
+        b.close()

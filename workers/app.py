@@ -1,0 +1,79 @@
+"""The Celery app, built from a :class:`QueueConfig` that producer and workers share.
+
+Delivery settings, and why:
+
+* ``task_acks_late``: a chunk message is acknowledged only after the task
+  returns, i.e. after every item in it has its output written and its outcome
+  counted. A worker that dies before that leaves the message unacknowledged,
+  and Redis redelivers it.
+* ``worker_prefetch_multiplier = 1``: each worker thread reserves one chunk
+  at a time. Reserved chunks count against the visibility timeout from the
+  moment they are fetched, so a deep prefetch buffer would risk redelivering
+  chunks that a healthy worker simply had not reached yet.
+* ``visibility_timeout`` (default one hour): how long an unacknowledged
+  chunk may stay with a worker before Redis gives it to another. It must
+  exceed the longest a healthy worker holds a chunk: concurrency × chunk size
+  items queued ahead of it on one device, at worst a few seconds each for
+  large images on CPU (16 × 32 × 5 s ≈ 43 min). Tests lower it to a few
+  seconds so that redelivery after SIGKILL is quick.
+* ``unacked_restore_interval`` / ``throttle``: how often a live consumer
+  looks for messages whose visibility timeout passed; tied to the timeout
+  so a short test timeout also means a quick sweep.
+* Priorities: kombu's Redis transport keeps one list per priority step and
+  pops lower numbers first; corral's priority 0..9 (9 most urgent) maps to
+  kombu priority ``9 - p``.
+* ``task_ignore_result``: progress lives in the job record, never in one
+  Celery result per image, so no result backend is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from celery import Celery
+
+from scheduler import keys
+
+CHUNK_TASK = "corral.process_chunk"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class QueueConfig:
+    redis_url: str = field(default_factory=lambda: os.environ.get("CORRAL_REDIS_URL", DEFAULT_REDIS_URL))
+    visibility_timeout: float = field(
+        default_factory=lambda: float(os.environ.get("CORRAL_VISIBILITY_TIMEOUT", "3600")))
+    prefetch_multiplier: int = 1
+
+
+def kombu_priority(priority: int) -> int:
+    """corral priority (0 lowest .. 9 highest) -> kombu Redis priority (0 popped first)."""
+    return 9 - max(0, min(9, int(priority)))
+
+
+def make_app(config: QueueConfig | None = None) -> Celery:
+    config = config or QueueConfig()
+    app = Celery("corral", broker=config.redis_url, set_as_current=False)
+    sweep = max(1, int(min(10.0, config.visibility_timeout / 2)))
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=keys.CPU_QUEUE,
+        worker_prefetch_multiplier=config.prefetch_multiplier,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": config.visibility_timeout,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+            "unacked_restore_interval": sweep,
+            "unacked_restore_throttle": 1,
+        },
+    )
+    return app

@@ -1,0 +1,285 @@
+"""The dynamic batcher: items from any chunk of any job, grouped into batch predictions on one device thread.
+
+Flow of one item::
+
+    submit ──> decode pool: read, decode, map to a tensor ──> pending group
+           (model, non-image inputs, tensor shapes)
+    device thread: picks a group when it holds max_batch items, or when its
+    oldest item has waited max_delay_ms; runs predict_batch
+    ──> writer pool: write outputs, count outcomes in the job record ──> future resolved
+
+Decoding and writing run on thread pools while the device thread computes,
+so the device is fed the next batch as soon as it finishes one. Groups are
+keyed across chunks *and* jobs: sixteen one-image jobs for the same model
+and image size become one batch of sixteen.
+
+An item's future resolves only after its output is durable and its outcome
+counted; the chunk task waits for all of its items' futures before
+returning, which is when Celery acknowledges the message (late ack).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+
+from engine.images import decode_image, image_to_tensor
+from engine.runtime import CompiledModel
+from scheduler import keys
+from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, job_status, record_outcomes
+from workers.item_io import ChunkItem, read_source, write_outputs
+from workers.model_cache import ModelCache
+
+log = logging.getLogger(__name__)
+
+ModelKey = Hashable
+
+
+class Requeue(Exception):
+    """The worker is shutting down and this item had not started: its chunk goes back to the queue."""
+
+
+@dataclass
+class _Pending:
+    job: JobRecord
+    item: ChunkItem
+    feeds: dict[str, Any]
+    future: Future[Outcome]
+    ready_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatcherConfig:
+    max_batch: int = 16
+    max_delay_ms: float = 20.0
+    decode_threads: int = 4
+    writer_threads: int = 2
+    max_pixels: int = 100_000_000
+
+
+class Batcher:
+    def __init__(self, r: redis.Redis, cache: ModelCache[ModelKey, CompiledModel],
+                 model_key: Callable[[JobRecord], ModelKey], config: BatcherConfig, worker_id: str = "") -> None:
+        self.r = r
+        self.cache = cache
+        self.model_key = model_key
+        self.config = config
+        self.worker_id = worker_id
+        self.batch_sizes: dict[int, int] = {}
+        self._cond = threading.Condition()
+        self._groups: OrderedDict[tuple, list[_Pending]] = OrderedDict()
+        self._decoding = 0
+        self._draining = False
+        self._stopped = False
+        self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="corral-decode")
+        self._write_pool = ThreadPoolExecutor(config.writer_threads, thread_name_prefix="corral-write")
+        self._status_cache: dict[str, tuple[float, JobStatus | None]] = {}
+        self._device = threading.Thread(target=self._device_loop, name="corral-device", daemon=True)
+        self._device.start()
+
+    # ------------------------------------------------------------------ intake
+    def submit(self, job: JobRecord, items: list[ChunkItem]) -> list[Future[Outcome]]:
+        futures = []
+        for item in items:
+            fut: Future[Outcome] = Future()
+            futures.append(fut)
+            with self._cond:
+                if self._draining:
+                    fut.set_exception(Requeue())
+                    continue
+                self._decoding += 1
+            self._decode_pool.submit(self._prepare, job, item, fut)
+        return futures
+
+    @property
+    def backlog(self) -> int:
+        """Items accepted and not yet in a running batch."""
+        with self._cond:
+            return self._decoding + sum(len(g) for g in self._groups.values())
+
+    def _prepare(self, job: JobRecord, item: ChunkItem, fut: Future[Outcome]) -> None:
+        """Decode pool: image -> tensor, then into its group. Failures are the item's outcome."""
+        try:
+            if self.is_cancelled(job.id):
+                self._finish(job, [(item, fut, ItemOutcome(item.index, Outcome.SKIPPED, item.label))])
+                return
+            with self.cache.use(self.model_key(job)) as model:
+                feeds = self._feeds(job, item, model)
+        except Exception as exc:  # one bad item never stops the others
+            self._finish(job, [(item, fut, _failure(item, exc))])
+            return
+        finally:
+            with self._cond:
+                self._decoding -= 1
+                self._cond.notify_all()
+        shapes = tuple((name, getattr(v, "shape", None)) for name, v in sorted(feeds.items()))
+        key = (self.model_key(job), json.dumps(job.inputs, sort_keys=True), shapes)
+        with self._cond:
+            if self._draining:
+                fut.set_exception(Requeue())
+                return
+            self._groups.setdefault(key, []).append(_Pending(job, item, feeds, fut))
+            self._cond.notify_all()
+
+    def _feeds(self, job: JobRecord, item: ChunkItem, model: CompiledModel) -> dict[str, Any]:
+        images = model.description.image_inputs
+        feeds: dict[str, Any] = {name: np.asarray(value) for name, value in job.inputs.items()}
+        if images:
+            source = read_source(self.r, job, item)
+            image = decode_image(source, max_pixels=self.config.max_pixels, name=item.label)
+            tensor = image_to_tensor(image, images[0], policy=job.resize)  # [C, H, W]
+            feeds[images[0].name] = tensor
+        return feeds
+
+    # ------------------------------------------------------------------ device
+    def _device_loop(self) -> None:
+        while True:
+            with self._cond:
+                batch = None
+                while batch is None:
+                    if self._stopped and not self._groups:
+                        return
+                    wait = self._take_ready()
+                    if isinstance(wait, list):
+                        batch = wait
+                    else:
+                        self._cond.wait(wait)
+            try:
+                self._run(batch)
+            except Exception as exc:  # a bug here must not kill the device thread
+                log.exception("batch failed")
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+
+    def _take_ready(self) -> list[_Pending] | float | None:
+        """A batch to run now, or how long to wait for one (None: until notified)."""
+        if not self._groups:
+            return None
+        now = time.monotonic()
+        delay = self.config.max_delay_ms / 1000.0
+        full = [k for k, g in self._groups.items() if len(g) >= self.config.max_batch]
+        due = full or [k for k, g in self._groups.items() if now - g[0].ready_at >= delay or self._stopped]
+        if not due:
+            return max(0.0, min(g[0].ready_at for g in self._groups.values()) + delay - now)
+        key = min(due, key=lambda k: self._groups[k][0].ready_at)
+        group = self._groups[key]
+        batch, rest = group[:self.config.max_batch], group[self.config.max_batch:]
+        if rest:
+            self._groups[key] = rest
+        else:
+            del self._groups[key]
+        return batch
+
+    def _run(self, batch: list[_Pending]) -> None:
+        live, skipped = [], []
+        for p in batch:
+            if self.is_cancelled(p.job.id):
+                skipped.append((p.job, (p.item, p.future, ItemOutcome(p.item.index, Outcome.SKIPPED, p.item.label))))
+            else:
+                live.append(p)
+        for job_items in _by_job(skipped).values():
+            self._write_pool.submit(self._finish, job_items[0][0], [x[1] for x in job_items])
+        if not live:
+            return
+        self._record_batch_size(len(live))
+        with self.cache.use(self.model_key(live[0].job)) as model:
+            try:
+                results: list[dict[str, np.ndarray] | Exception] = list(model.predict_batch([p.feeds for p in live]))
+            except Exception:
+                # isolate the item(s) that broke the batch; the rest still get their results
+                results = []
+                for p in live:
+                    try:
+                        results.append(model.predict(p.feeds))
+                    except Exception as exc:
+                        results.append(exc)
+            description = model.description
+        self._write_pool.submit(self._write, live, results, description)
+
+    def _write(self, live: list[_Pending], results: list, description: Any) -> None:
+        done: list[tuple[JobRecord, tuple[ChunkItem, Future[Outcome], ItemOutcome]]] = []
+        for p, result in zip(live, results):
+            if isinstance(result, Exception):
+                outcome = _failure(p.item, result)
+            else:
+                try:
+                    write_outputs(self.r, p.job, p.item, result, description)
+                    outcome = ItemOutcome(p.item.index, Outcome.DONE, p.item.label)
+                except Exception as exc:
+                    outcome = _failure(p.item, exc)
+            done.append((p.job, (p.item, p.future, outcome)))
+        for job_items in _by_job(done).values():
+            self._finish(job_items[0][0], [x[1] for x in job_items])
+
+    def _finish(self, job: JobRecord, entries: list[tuple[ChunkItem, Future[Outcome], ItemOutcome]]) -> None:
+        """Count outcomes in the job record, then resolve the futures (so the chunk can be acked)."""
+        try:
+            record_outcomes(self.r, job.id, [e[2] for e in entries])
+        except Exception as exc:  # Redis unreachable: the chunk must not be acked
+            for _, fut, _ in entries:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for _, fut, outcome in entries:
+            if not fut.done():
+                fut.set_result(outcome.outcome)
+
+    def _record_batch_size(self, size: int) -> None:
+        self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+        if self.worker_id:
+            try:
+                self.r.hincrby(keys.worker_batches(self.worker_id), str(size), 1)
+            except redis.RedisError:
+                log.warning("could not record a batch size in Redis", exc_info=True)
+
+    # ------------------------------------------------------------------ state
+    def is_cancelled(self, job_id: str, ttl: float = 0.5) -> bool:
+        """Whether a job was cancelled; read from Redis at most every ``ttl`` seconds per job."""
+        now = time.monotonic()
+        cached = self._status_cache.get(job_id)
+        if cached is None or now - cached[0] > ttl:
+            cached = (now, job_status(self.r, job_id))
+            self._status_cache[job_id] = cached
+        return cached[1] is JobStatus.CANCELLED
+
+    def drain(self) -> None:
+        """Stop taking work: items not yet in a running batch are handed back (their futures get Requeue)."""
+        with self._cond:
+            self._draining = True
+            pending = [p for g in self._groups.values() for p in g]
+            self._groups.clear()
+            self._cond.notify_all()
+        for p in pending:
+            if not p.future.done():
+                p.future.set_exception(Requeue())
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._device.join(timeout)
+        self._decode_pool.shutdown(wait=True)
+        self._write_pool.shutdown(wait=True)
+
+
+def _failure(item: ChunkItem, exc: BaseException) -> ItemOutcome:
+    reason = str(exc) or type(exc).__name__
+    return ItemOutcome(item.index, Outcome.FAILED, item.label, reason)
+
+
+def _by_job(entries: list[tuple[JobRecord, Any]]) -> dict[str, list[tuple[JobRecord, Any]]]:
+    grouped: dict[str, list[tuple[JobRecord, Any]]] = {}
+    for job, entry in entries:
+        grouped.setdefault(job.id, []).append((job, entry))
+    return grouped

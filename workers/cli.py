@@ -1,0 +1,86 @@
+"""``corral worker``: one process per device, consuming that device's queue.
+
+Why Celery's *threads* pool: the default prefork pool runs one task per
+child process, so chunks of different jobs would never meet in one batch.
+With ``--pool threads`` several chunk tasks are in flight in this one
+process; each hands its items to the shared batcher and waits, and the
+batcher runs the model on a single device thread. ``--concurrency`` is how
+many chunks may be in flight at once (threads mostly waiting, so cheap).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import click
+from celery import signals
+
+from engine.backends import BACKENDS
+from workers.app import QueueConfig, make_app
+from workers.batcher import BatcherConfig
+from workers.runtime import WorkerRuntime, WorkerSettings, set_runtime
+from workers.tasks import register_tasks
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``"2GiB"``, ``"512M"``, ``"1.5gb"``, ``"1000"`` -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise click.BadParameter(f"{text!r} is not a size; write e.g. 2GiB, 512M or 1000000")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value == "cpu" or re.fullmatch(r"cuda(:\d+)?", value):
+        return "cuda:0" if value == "cuda" else value
+    raise click.BadParameter("use cpu, cuda or cuda:N")
+
+
+@click.command()
+@click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N")
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS, "torch"]), default="auto", show_default=True,
+              help="auto: numpy on cpu, torch on cuda")
+@click.option("--max-batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--max-delay-ms", type=click.FloatRange(0), default=20.0, show_default=True,
+              help="longest an item waits for its batch to fill")
+@click.option("--memory-budget", default="2GiB", show_default=True, help="bytes of warm models to keep")
+@click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True,
+              help="chunks in flight at once (threads feeding the one batcher)")
+@click.option("--decode-threads", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--redis-url", envvar="CORRAL_REDIS_URL", default="redis://127.0.0.1:6379/0", show_default=True)
+@click.option("--visibility-timeout", type=float, envvar="CORRAL_VISIBILITY_TIMEOUT", default=3600.0,
+              show_default=True, help="seconds before an unacknowledged chunk is redelivered")
+@click.option("--loglevel", default="warning", show_default=True)
+def worker(device: str, backend: str, max_batch: int, max_delay_ms: float, memory_budget: str, concurrency: int,
+           decode_threads: int, redis_url: str, visibility_timeout: float, loglevel: str) -> None:
+    """Run a worker for one device until stopped (SIGTERM/Ctrl-C drains and hands back unstarted work)."""
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = WorkerSettings(
+        redis_url=redis_url, device=device, backend=backend, concurrency=concurrency,
+        memory_budget=parse_size(memory_budget),
+        batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_threads=decode_threads))
+    app = make_app(QueueConfig(redis_url=redis_url, visibility_timeout=visibility_timeout))
+    app.conf.worker_enable_remote_control = False
+    register_tasks(app)
+    runtime = WorkerRuntime(settings)
+    set_runtime(runtime)
+
+    def on_shutdown(**_: object) -> None:
+        runtime.drain()
+
+    signals.worker_shutting_down.connect(on_shutdown, weak=False)
+    runtime.start()
+    try:
+        app.worker_main([
+            "worker", "--queues", settings.queue, "--pool", "threads", "--concurrency", str(concurrency),
+            "--hostname", f"corral-{runtime.id.replace(':', '-')}@%h", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "--loglevel", loglevel.upper(),
+        ])
+    finally:
+        runtime.drain()
+        runtime.close()
+        set_runtime(None)
