@@ -123,19 +123,22 @@ def _db(signal: float, noise: float) -> float | None:
     return 10 * math.log10(signal / noise)
 
 
-def _run(model: Model, items: list[dict[str, object]], backend: str) -> list[dict[str, np.ndarray]]:
+def _run(model: Model, items: list[dict[str, object]], backend: str, device: str = "cpu",
+         precision: str = "fp32") -> list[dict[str, np.ndarray]]:
     from engine.compiler import compile as compile_model
 
-    return compile_model(model, backend).predict_batch(items)
+    return compile_model(model, backend, device, precision=precision).predict_batch(items)
 
 
 def compare_models(base: Variant, variants: Sequence[Variant], images: Sequence[str | os.PathLike[str]],
                    inputs: Mapping[str, np.ndarray] | None = None, size: tuple[int, int] | None = None,
-                   backend: str = "numpy") -> Comparison:
+                   backend: str = "numpy", variant_run: Mapping[str, str] | None = None) -> Comparison:
     """Run ``base`` and each variant over ``images`` and measure how each variant differs from ``base``.
 
     ``size`` = (height, width) resizes every image first; ``inputs`` supplies
-    the non-image inputs (e.g. a style vector) for every item.
+    the non-image inputs (e.g. a style vector) for every item. ``variant_run``
+    (``backend`` / ``device`` / ``precision``) runs the variants elsewhere than
+    ``base``, e.g. fp16 on CUDA against float on the CPU.
     """
     inputs = dict(inputs or {})
     pictures = []
@@ -157,7 +160,8 @@ def compare_models(base: Variant, variants: Sequence[Variant], images: Sequence[
         base=VariantResult(base.name, base.size_bytes, base.model.bytes_by_storage()),
         images=[Path(p).name for p in images], variants=[], pictures=[sheet_row(base_outs)])
     for variant in variants:
-        outs = _run(variant.model, _items(variant.model, variant.name, pictures, inputs), backend)
+        outs = _run(variant.model, _items(variant.model, variant.name, pictures, inputs),
+                    **{"backend": backend, **dict(variant_run or {})})
         result = VariantResult(variant.name, variant.size_bytes, variant.model.bytes_by_storage())
         for f in desc.outputs:
             ref = [np.asarray(o[f.name], np.float64) for o in base_outs]

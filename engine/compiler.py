@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from engine.backends import backend_module
+from engine.backends import backend_module, resolve_backend
 from engine.compiled_cache import CompiledEntry, entry_path, read_entry, write_entry
+from engine.custom import build_layer_kernel, check_implementations, compile_custom_model
 from engine.description import ModelDescription
-from engine.exceptions import CompiledCacheError, EngineError
+from engine.exceptions import BackendError, CompiledCacheError, EngineError
 from engine.format import digest as model_digest
-from engine.graph import Model, Node
+from engine.graph import CUSTOM_DOMAIN, Model, Node
 from engine.passes import optimize
 from engine.runtime import MAX_PLANS, CompiledModel, Executor, Plan
 
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 def compile(model: Model, backend: str = "numpy", device: str = "cpu",
             cache_dir: str | os.PathLike[str] | None = None, *, plan_ahead: bool = True,
-            max_plans: int = MAX_PLANS, skip_passes: Sequence[str] = ()) -> CompiledModel:
+            max_plans: int = MAX_PLANS, skip_passes: Sequence[str] = (), precision: str = "fp32",
+            plugins: str | Sequence[str] | None = None) -> CompiledModel:
     """Compile ``model`` for ``backend`` on ``device``; the caller's model is left untouched.
 
     ``cache_dir`` (e.g. :func:`engine.compiled_cache.default_cache_dir()`)
@@ -42,19 +44,27 @@ def compile(model: Model, backend: str = "numpy", device: str = "cpu",
     (on zeros) so the first real prediction finds its plan ready.
     ``skip_passes`` names graph passes to leave out (see
     :data:`engine.passes.PASS_NAMES`), for debugging and measurement.
+    ``backend="auto"`` picks torch when installed (see
+    :func:`engine.backends.resolve_backend`); ``precision`` is ``fp32`` or,
+    on the torch backend with a CUDA device, ``fp16``. ``plugins`` lists
+    modules that register custom layer/model classes (:mod:`engine.custom`).
     """
-    be = backend_module(backend)
+    be = backend_module(resolve_backend(backend, device))
     device = be.check_device(device)
     model.validate()
     started = time.perf_counter()
     digest = model_digest(model)
-    options = ",".join(sorted(set(skip_passes)))
+    check_implementations(model, plugins)
+    if model.description.custom_model:
+        return compile_custom_model(model, be.NAME, device, digest, plugins)
+    kit = bind_backend(be, device, precision)
+    options = ",".join(sorted(set(skip_passes))) + (f";precision={precision}" if precision != "fp32" else "")
     path = entry_path(cache_dir, digest, be.NAME, device, options) if cache_dir is not None else None
     if path is not None and path.exists():
         try:
             entry = read_entry(path, digest, be.NAME, device, options)
             try:
-                compiled = _assemble(entry, be, max_plans, from_cache=True)
+                compiled = _assemble(entry, kit, max_plans, from_cache=True)
             except EngineError as exc:  # e.g. an attribute a kernel rejects
                 raise CompiledCacheError(f"compiled model {path}: corrupt entry ({exc})") from None
         except CompiledCacheError as exc:
@@ -67,7 +77,7 @@ def compile(model: Model, backend: str = "numpy", device: str = "cpu",
     stats: dict[str, Any] = dict(ctx.stats)
     entry = CompiledEntry(digest=digest, backend=be.NAME, device=device, options=options,
                           description=model.description, nodes=ctx.nodes, constants=ctx.constants, stats=stats)
-    compiled = _assemble(entry, be, max_plans, from_cache=False)
+    compiled = _assemble(entry, kit, max_plans, from_cache=False)
     if plan_ahead:
         compiled.stats["plans_ahead"] = compiled.plan_ahead()
     compiled.stats["compile_seconds"] = time.perf_counter() - started
@@ -82,11 +92,14 @@ def compile(model: Model, backend: str = "numpy", device: str = "cpu",
     return compiled
 
 
-def _assemble(entry: CompiledEntry, be: ModuleType, max_plans: int, from_cache: bool) -> CompiledModel:
+def _assemble(entry: CompiledEntry, be: Any, max_plans: int, from_cache: bool) -> CompiledModel:
     """Kernels for the entry's nodes (pre-packed where the backend can), wrapped in a CompiledModel."""
-    kernels = [be.build_kernel(node) for node in entry.nodes]
+    kernels = [build_layer_kernel(node, entry.constants, be) if node.domain == CUSTOM_DOMAIN
+               else be.build_kernel(node) for node in entry.nodes]
     desc: ModelDescription = entry.description
-    executor = Executor(entry.nodes, kernels, entry.constants, [f.name for f in desc.outputs], max_plans=max_plans)
+    executor = Executor(entry.nodes, kernels, entry.constants, [f.name for f in desc.outputs], max_plans=max_plans,
+                        to_device=getattr(be, "to_device", None), to_host=getattr(be, "to_host", None),
+                        run_context=getattr(be, "run_context", None))
     # Pack from the executor's own weight objects: kernels may key their packed
     # form on the identity of the array they are later called with.
     prepacked = _prepack(be, entry.nodes, kernels, executor.constants)
@@ -97,8 +110,24 @@ def _assemble(entry: CompiledEntry, be: ModuleType, max_plans: int, from_cache: 
             log.warning("%s: ignoring an unreadable stored plan (%s)", desc.metadata.name or "model", exc)
     stats = dict(entry.stats)
     stats["weights_prepacked"] = prepacked
-    return CompiledModel(desc, executor, backend=be.NAME, device=entry.device, digest=entry.digest,
-                         from_cache=from_cache, stats=stats)
+    compiled = CompiledModel(desc, executor, backend=be.NAME, device=entry.device, digest=entry.digest,
+                             from_cache=from_cache, stats=stats)
+    compiled.backend_context = be  # the bound backend (engine.pipeline reads its device and streams)
+    return compiled
+
+
+def bind_backend(be: ModuleType, device: str, precision: str) -> Any:
+    """The backend bound to ``device`` and ``precision`` (its ``context``), or the module itself.
+
+    A backend without ``context`` (numpy) computes in float32 only.
+    """
+    bind = getattr(be, "context", None)
+    if bind is not None:
+        return bind(device, precision)
+    if precision != "fp32":
+        raise BackendError(f"the {be.NAME} backend computes in float32 only, not {precision!r}; "
+                           "use --backend torch with a CUDA device for fp16")
+    return be
 
 
 def _prepack(be: ModuleType, nodes: list[Node], kernels: list[Any], constants: dict[str, Any]) -> int:

@@ -96,10 +96,21 @@ def quantize(src: Path, dst: Path, mode: str, bits: int, granularity: str | None
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a contact sheet PNG: one row per image, one column per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option("--backend", default="numpy", show_default=True)
+@click.option("--backend", default="numpy", show_default=True, help="Backend for the float BASE.")
+@click.option("--variant-backend", default=None, help="Backend for the VARIANTS (default: --backend).")
+@click.option("--variant-device", default="cpu", show_default=True, help="Device for the VARIANTS (cpu, cuda:N).")
+@click.option("--variant-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Precision for the VARIANTS: compare fp16 on CUDA with float by giving BASE itself as a variant.")
 def compare(base: Path, variants: tuple[Path, ...], images: Path, inputs: tuple[str, ...], size: str | None,
-            sheet: Path | None, as_json: bool, backend: str) -> None:
-    """Compare quantized VARIANTS with the float BASE over a directory of images."""
+            sheet: Path | None, as_json: bool, backend: str, variant_backend: str | None, variant_device: str,
+            variant_precision: str) -> None:
+    """Compare quantized VARIANTS with the float BASE over a directory of images.
+
+    \b
+    fp16 on a GPU against float on the CPU:
+      corral model compare m.corral m.corral --images photos --variant-backend torch \\
+          --variant-device cuda --variant-precision fp16
+    """
     # engine.cli imports this module, so its parsing helpers are imported here, on use
     from engine.cli.parsing import parse_input_value, parse_size
     from engine.compare import Variant, compare_models, format_db, format_size, image_files, write_contact_sheet
@@ -109,7 +120,9 @@ def compare(base: Path, variants: tuple[Path, ...], images: Path, inputs: tuple[
         reference = Variant.from_path(base)
         feeds = dict(parse_input_value(text, reference.model.description) for text in inputs)
         result = compare_models(reference, [Variant.from_path(v) for v in variants],
-                                image_files(images), feeds, size=hw, backend=backend)
+                                image_files(images), feeds, size=hw, backend=backend,
+                                variant_run={"backend": variant_backend or backend, "device": variant_device,
+                                             "precision": variant_precision})
         if sheet:
             write_contact_sheet(result, sheet)
     except EngineError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -84,6 +85,23 @@ class Plan:
         return cls(signature, shapes, {int(i): int(j) for i, j in data["inplace"]})
 
 
+def _is_device_value(value: Any) -> bool:
+    """A device backend's tensor (anything array-like with a shape that is not a numpy array)."""
+    return not isinstance(value, (np.ndarray, np.generic)) and hasattr(value, "shape") and hasattr(value, "dtype") \
+        and not isinstance(value, (list, tuple))
+
+
+def _shape_dtype(value: Any) -> tuple[tuple[int, ...], str]:
+    """(shape, numpy dtype string) of a numpy value or a device tensor, without moving the tensor."""
+    if _is_device_value(value):
+        name = str(value.dtype).rpartition(".")[2]  # torch.float32 -> float32
+        try:
+            return tuple(int(d) for d in value.shape), np.dtype(name).str
+        except TypeError:
+            return tuple(int(d) for d in value.shape), name
+    return tuple(np.shape(value)), np.asarray(value).dtype.str
+
+
 def _read_only(value: Any) -> np.ndarray:
     """A read-only view: the executor never writes into it (nor into views of it)."""
     view = np.asarray(value).view()
@@ -101,10 +119,21 @@ class Executor:
     """
 
     def __init__(self, nodes: Sequence[Node], kernels: Sequence[Op], constants: Mapping[str, np.ndarray],
-                 outputs: Sequence[str], *, max_plans: int = MAX_PLANS) -> None:
+                 outputs: Sequence[str], *, max_plans: int = MAX_PLANS,
+                 to_device: Callable[[Any], Any] | None = None,
+                 to_host: Callable[[Any], np.ndarray] | None = None,
+                 run_context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> None:
         self.nodes = list(nodes)
         # Weights are read-only views, so that no in-place write can reach them.
         self.constants = {name: _read_only(value) for name, value in constants.items()}
+        # A device backend's boundary hooks: weights and feeds go to the device
+        # once, outputs come back to numpy (None: values stay numpy throughout).
+        self.to_device = to_device
+        self.to_host = to_host
+        # entered around each run: the torch backend's inference mode (no autograd bookkeeping)
+        self.run_context: Callable[[], contextlib.AbstractContextManager[Any]] = run_context or contextlib.nullcontext
+        if to_device is not None:
+            self.constants = {name: to_device(value) for name, value in self.constants.items()}
         self.outputs = list(outputs)
         self.max_plans = max(1, int(max_plans))
         self.plans: OrderedDict[Signature, Plan] = OrderedDict()
@@ -124,8 +153,8 @@ class Executor:
 
     # ------------------------------------------------------------------ plans
     @staticmethod
-    def signature(feeds: Mapping[str, np.ndarray]) -> Signature:
-        return tuple((name, tuple(np.shape(v)), np.asarray(v).dtype.str) for name, v in feeds.items())
+    def signature(feeds: Mapping[str, Any]) -> Signature:
+        return tuple((name,) + _shape_dtype(v) for name, v in feeds.items())
 
     def plan_for(self, signature: Signature) -> Plan | None:
         with self._lock:
@@ -142,12 +171,29 @@ class Executor:
                 self.plans.popitem(last=False)
 
     # ------------------------------------------------------------------ running
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        live: dict[str, np.ndarray] = {name: _read_only(value) for name, value in feeds.items()}
+    def run(self, feeds: Mapping[str, Any], keep_on_device: bool = False) -> dict[str, Any]:
+        """The graph's outputs for ``feeds`` (numpy arrays, or a device backend's tensors).
+
+        ``keep_on_device=True`` (device backends) returns the outputs as the
+        backend's tensors, still on the device and in its precision, without
+        waiting for the device: the caller downloads them when it wants
+        (see :mod:`engine.pipeline`). Without a device backend it changes nothing.
+        """
+        live: dict[str, Any] = {name: value if _is_device_value(value) else _read_only(value)
+                                for name, value in feeds.items()}
         signature = self.signature(live)
+        if self.to_device is not None:
+            live = {name: self.to_device(value) for name, value in live.items()}
+        elif any(_is_device_value(v) for v in live.values()):
+            raise InputError("this model runs on numpy arrays; got a device tensor as input "
+                             "(compile with --backend torch to feed tensors)")
+        with self.run_context():
+            return self._run(live, signature, keep_on_device and self.to_host is not None)
+
+    def _run(self, live: dict[str, Any], signature: Signature, keep: bool) -> dict[str, Any]:
         plan = self.plan_for(signature)
         if plan is None:
-            outputs, plan = self._record(live, signature)
+            outputs, plan = self._record(live, signature, keep)
             self.plans_recorded += 1
             self.add_plan(plan)
             return outputs
@@ -160,9 +206,9 @@ class Executor:
             else:
                 results = step.kernel(args)
             self._store(step, results, live)
-        return self._collect(live)
+        return self._collect(live, keep)
 
-    def _record(self, live: dict[str, np.ndarray], signature: Signature) -> tuple[dict[str, np.ndarray], Plan]:
+    def _record(self, live: dict[str, Any], signature: Signature, keep: bool = False) -> tuple[dict[str, Any], Plan]:
         shapes = {name: tuple(v.shape) for name, v in live.items()}
         inplace: dict[int, int] = {}
         constants = self.constants
@@ -177,7 +223,7 @@ class Executor:
                 if slot is not None:
                     inplace[idx] = slot
             self._store(step, results, live)
-        return self._collect(live), Plan(signature, shapes, inplace)
+        return self._collect(live, keep), Plan(signature, shapes, inplace)
 
     def _inplace_slot(self, step: Step, args: list[Any], result: Any, live: dict[str, np.ndarray]) -> int | None:
         """The input position whose buffer could have held ``result``, verified on this run's values."""
@@ -230,10 +276,16 @@ class Executor:
         for name in step.release:
             live.pop(name, None)
 
-    def _collect(self, live: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _collect(self, live: Mapping[str, Any], keep: bool = False) -> dict[str, Any]:
         out = {}
         for name in self.outputs:
             value = live[name] if name in live else self.constants[name]
+            if keep:
+                # a device value as it is; a weight is cloned so the caller cannot write into it
+                out[name] = value.clone() if name in self.constants and hasattr(value, "clone") else value
+                continue
+            if self.to_host is not None:
+                value = self.to_host(value)
             # never hand back a weight or the caller's own feed
             out[name] = value if value.flags.writeable else np.array(value)
         return out
@@ -260,14 +312,18 @@ class CompiledModel:
         self.digest = digest
         self.from_cache = from_cache
         self.stats: dict[str, Any] = dict(stats or {})
+        # the backend bound to this device and precision (set by the compiler; None for the numpy module)
+        self.backend_context: Any = None
 
     @property
     def name(self) -> str:
         return self.description.metadata.name or "model"
 
     # ------------------------------------------------------------------ graph
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.executor.run(feeds)
+    def run(self, feeds: Mapping[str, Any], keep_on_device: bool = False) -> dict[str, Any]:
+        """Graph tensors in and out; ``keep_on_device`` leaves a device backend's outputs on the device
+        (tensors, unsynchronized) — see :meth:`Executor.run`."""
+        return self.executor.run(feeds, keep_on_device=keep_on_device)
 
     def plan_ahead(self) -> int:
         """Record a plan, batch size 1, for every combination of enumerated input shapes.

@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 import redis
 
 from scheduler import keys
+from scheduler.settings import DEFAULT_BLOB_TTL
 
-DEFAULT_TTL = int(os.environ.get("CORRAL_BLOB_TTL", str(24 * 3600)))
+DEFAULT_TTL = DEFAULT_BLOB_TTL  # a job's own expiry is its record's ``blob_ttl`` (CORRAL_BLOB_TTL at submit)
 DEFAULT_WINDOW_BYTES = 64 * 1024 * 1024
 
 

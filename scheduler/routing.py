@@ -1,15 +1,24 @@
-"""Which device queue a job goes to."""
+"""Which device queue a job goes to.
+
+``--device auto`` sends a job to ``corral.cuda`` only when a live CUDA worker
+(by heartbeat) can run the model: its backend runs on a GPU, its engine
+knows every op the model uses, and it has the model's custom layer / custom
+model classes registered. Otherwise the job goes to ``corral.cpu``, which
+every model can use (the numpy backend is the reference).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import redis
 
 from scheduler import keys
-from scheduler.registry import live_workers
+from scheduler.exceptions import RoutingError
+from scheduler.model_refs import ModelNeeds
+from scheduler.registry import WorkerInfo, live_workers
 
-
-class RoutingError(ValueError):
-    pass
+GPU_BACKENDS = frozenset({"torch"})
 
 
 def queue_for_device(device: str) -> str:
@@ -21,13 +30,30 @@ def queue_for_device(device: str) -> str:
     raise RoutingError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
-def choose_queue(r: redis.Redis, device: str = "auto") -> str:
-    """``auto``: the CUDA queue when a live CUDA worker is heartbeating, else the CPU queue.
+def can_run(worker: WorkerInfo, needs: ModelNeeds | None) -> bool:
+    """Whether ``worker``, as its heartbeat describes it, can run a model with ``needs``.
 
-    Every model corral runs has a CPU implementation, and a CUDA worker runs
-    the torch backend, which covers the same op set; so any live CUDA worker
-    can run the job.
+    ``needs`` None (not known) checks only the backend. A worker that does not
+    advertise its op list (an older heartbeat) is taken to know every op.
     """
+    if worker.is_cuda and worker.backend not in GPU_BACKENDS:
+        return False
+    if needs is None:
+        return True
+    if worker.ops and not needs.ops <= set(worker.ops):
+        return False
+    custom = set(worker.custom)
+    return needs.custom_layers <= custom and (not needs.custom_model or needs.custom_model in custom)
+
+
+def choose_queue(r: redis.Redis, device: str = "auto",
+                 needs: ModelNeeds | Callable[[], ModelNeeds] | None = None) -> str:
+    """The queue for a job. ``needs`` (or a function giving them, called only if a CUDA worker is live)
+    describes the model for ``auto``."""
     if device != "auto":
         return queue_for_device(device)
-    return keys.CUDA_QUEUE if any(w.is_cuda for w in live_workers(r)) else keys.CPU_QUEUE
+    cuda = [w for w in live_workers(r) if w.is_cuda]
+    if not cuda:
+        return keys.CPU_QUEUE
+    wanted = needs() if callable(needs) else needs
+    return keys.CUDA_QUEUE if any(can_run(w, wanted) for w in cuda) else keys.CPU_QUEUE

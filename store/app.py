@@ -30,10 +30,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.exceptions import ModelFormatError
 from store.config import StoreConfig
+from store.exceptions import ModelRefError, NotFoundError, UnknownVariantError, VersionExistsError
 from store.metrics import StoreMetrics
-from store.refs import ModelRef, RefError, check_name, parse_version
-from store.repository import NotFoundError, Repository, VersionExistsError
-from store.variants import UnknownVariantError, VariantMaker
+from store.refs import ModelRef, check_name, parse_version
+from store.repository import Repository
+from store.variants import VariantMaker
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _check_token(request: Request, expected: str | None, action: str) -> None:
 def _ref(name: str, version: str, variant: str = "fp32") -> ModelRef:
     try:
         return ModelRef(check_name(name), parse_version(version), check_name(variant, "variant"))
-    except RefError as exc:
+    except ModelRefError as exc:
         raise HTTPException(400, str(exc)) from None
 
 
@@ -92,8 +93,8 @@ def create_app(config: StoreConfig) -> FastAPI:
     async def _unknown_variant(request: Request, exc: UnknownVariantError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
-    @app.exception_handler(RefError)
-    async def _bad_ref(request: Request, exc: RefError) -> JSONResponse:
+    @app.exception_handler(ModelRefError)
+    async def _bad_ref(request: Request, exc: ModelRefError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.get("/v1/models", dependencies=[Depends(can_read)])

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import click
 
 from store.config import DEFAULT_HOST, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, StoreConfig, load_recipes
 from store.refs import parse_ref
+from store.settings import ENV_TOKEN, ENV_URL, StoreSettings
 
-URL_ENV = "CORRAL_STORE_URL"
+URL_ENV = ENV_URL
 
 
 def _token(token_file: Path | None) -> str | None:
     if token_file is not None:
         return token_file.read_text().strip()
-    return os.environ.get("CORRAL_STORE_TOKEN") or None
+    return StoreSettings.from_env().token
 
 
 def _fail(exc: Exception) -> None:
@@ -64,7 +64,7 @@ _url = click.option("--url", envvar=URL_ENV, default=None,
 _root = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Use a local store directory directly instead of a service.")
 _token_file = click.option("--token-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                           help="File holding the bearer token (or env CORRAL_STORE_TOKEN).")
+                           help=f"File holding the bearer token (or env {ENV_TOKEN}).")
 
 
 def _client(url: str | None, token_file: Path | None):  # type: ignore[no-untyped-def]

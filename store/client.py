@@ -31,6 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from store.exceptions import CorruptDownloadError, StoreError, StoreUnavailableError
 from store.refs import ModelRef, parse_ref
 
 log = logging.getLogger(__name__)
@@ -38,22 +39,6 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "http://127.0.0.1:8700"
 RETRY_STATUSES = (502, 503, 504)
 T = TypeVar("T")
-
-
-class StoreError(RuntimeError):
-    """A request the store answered with an error; the message carries its explanation."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class StoreUnavailableError(StoreError):
-    """The store could not be reached (or kept failing) within the retry limit."""
-
-
-class CorruptDownloadError(StoreError):
-    """A downloaded package did not match the sha256 in its manifest, on every attempt."""
 
 
 class _Retryable(Exception):

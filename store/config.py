@@ -8,13 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from store.exceptions import ConfigError
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
 DEFAULT_MAX_UPLOAD = 1 << 30  # 1 GiB; a package is at most 2 GiB (protobuf's limit)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass

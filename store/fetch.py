@@ -1,6 +1,6 @@
 """Worker side: turn a model reference into a compiled model, verified, compiled once, cached on disk.
 
-    fetcher = ModelFetcher.from_env()            # CORRAL_STORE_URL, else the local store root
+    fetcher = ModelFetcher.from_settings(StoreSettings(url="http://store:8700"))  # or a local root
     compiled = fetcher.fetch("style:2@lut4", device="cpu", backend="numpy")
 
 Steps on first need: locate the package (pinning ``latest`` to a number),
@@ -26,27 +26,18 @@ from typing import Any, Protocol
 
 from filelock import FileLock
 
-from store.client import CorruptDownloadError, RetryPolicy, StoreClient
+from store.client import RetryPolicy, StoreClient
+from store.exceptions import CorruptDownloadError
 from store.metrics import FETCH
 from store.refs import ModelRef, looks_like_ref, parse_ref
 from store.repository import Repository
+from store.settings import StoreSettings, default_cache_root
 from store.variants import sha256_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE_BUDGET = 4 << 30
 DEFAULT_COMPILED_BUDGET = 8 << 30
-
-
-def default_store_root() -> Path:
-    """The embedded store that ``corral run`` / ``corral demo`` use: ``CORRAL_STORE_ROOT`` or ~/.local/share/corral/store."""
-    env = os.environ.get("CORRAL_STORE_ROOT")
-    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "corral" / "store"
-
-
-def default_cache_root() -> Path:
-    env = os.environ.get("CORRAL_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "corral"
 
 
 class PackageSource(Protocol):
@@ -57,6 +48,9 @@ class PackageSource(Protocol):
 
     def materialize(self, pinned: ModelRef, sha256: str, size: int, cache: Path) -> Path:
         """A local file holding exactly that package (verified)."""
+
+    def describe(self, ref: ModelRef) -> dict[str, Any]:
+        """The ``model`` section of the version's manifest."""
 
 
 class LocalSource:
@@ -72,6 +66,9 @@ class LocalSource:
         pinned = ref.with_version(self.repo.resolve(ref.name, ref.version))
         found = self.repo.variant(pinned)
         return pinned, found.sha256, found.size
+
+    def describe(self, ref: ModelRef) -> dict[str, Any]:
+        return dict(self.repo.manifest(ref.name, ref.version).get("model", {}))
 
     def materialize(self, pinned: ModelRef, sha256: str, size: int, cache: Path) -> Path:
         path = self.repo.variant(pinned).path
@@ -95,6 +92,9 @@ class RemoteSource:
 
     def locate(self, ref: ModelRef) -> tuple[ModelRef, str, int]:
         return self.client.locate(ref)
+
+    def describe(self, ref: ModelRef) -> dict[str, Any]:
+        return dict(self.client.manifest(ref.name, ref.version_text).get("model", {}))
 
     def materialize(self, pinned: ModelRef, sha256: str, size: int, cache: Path) -> Path:
         dest = package_path(cache, pinned, sha256)
@@ -137,22 +137,18 @@ class ModelFetcher:
             d.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_env(cls, *, retry: RetryPolicy | None = None, cache_root: str | os.PathLike[str] | None = None
-                 ) -> ModelFetcher:
-        """``CORRAL_STORE_URL`` (token from ``CORRAL_STORE_TOKEN``) if set, else the local store root.
+    def from_settings(cls, settings: StoreSettings, *, retry: RetryPolicy | None = None) -> ModelFetcher:
+        """The store service ``settings.url`` if set, else the local store ``settings.root``.
 
-        ``CORRAL_STORE_WAIT_S`` (default 60) is how long a fetch keeps retrying a store that is down
-        before it fails; ``CORRAL_CACHE_DIR`` where the package and compiled caches live.
+        A store that is down is retried for ``settings.wait_s`` seconds before a fetch fails.
         """
-        url = os.environ.get("CORRAL_STORE_URL")
         if retry is None:
-            wait = float(os.environ.get("CORRAL_STORE_WAIT_S", "60"))
-            retry = RetryPolicy(attempts=max(2, int(wait) + 2), max_seconds=wait)
-        if url:
-            source: PackageSource = RemoteSource(StoreClient(url, os.environ.get("CORRAL_STORE_TOKEN"), retry=retry))
+            retry = RetryPolicy(attempts=max(2, int(settings.wait_s) + 2), max_seconds=settings.wait_s)
+        if settings.url:
+            source: PackageSource = RemoteSource(StoreClient(settings.url, settings.token, retry=retry))
         else:
-            source = LocalSource(default_store_root())
-        return cls(source, cache_root)
+            source = LocalSource(settings.root)
+        return cls(source, settings.cache_dir)
 
     # -------------------------------------------------------------- public
 
@@ -188,10 +184,23 @@ class ModelFetcher:
 
     def fetch(self, ref: str | ModelRef, device: str = "cpu", backend: str = "numpy") -> Any:
         """The compiled model for ``ref`` on ``device`` with ``backend``: an :class:`engine.CompiledModel`."""
+        path = self.fetch_package(ref)
+        return self._compile(path, str(ref), device, backend, self.last)
+
+    def load_path(self, path: str | os.PathLike[str], device: str = "cpu", backend: str = "numpy") -> Any:
+        """The compiled model for a package file given by path (no store), through the same compiled cache."""
+        times = self.last = FetchTimes(level="path")
+        return self._compile(Path(path), str(path), device, backend, times)
+
+    def describe(self, ref: str | ModelRef) -> dict[str, Any]:
+        """What the store's manifest says about the model ``ref`` names (inputs, outputs, ops, custom
+        classes), without downloading the package."""
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        return self.source.describe(ref)
+
+    def _compile(self, path: Path, what: str, device: str, backend: str, times: FetchTimes) -> Any:
         import engine
 
-        path = self.fetch_package(ref)
-        times = self.last
         started = time.perf_counter()
         model = engine.load(path)
         times.load = time.perf_counter() - started
@@ -203,7 +212,7 @@ class ModelFetcher:
         FETCH.compile_seconds.labels(str(compiled.from_cache).lower()).observe(times.compile)
         FETCH.hits.labels(times.level).inc()
         log.info("model %s ready on %s/%s from %s (locate %.3f s, download %.3f s, verify %.3f s, "
-                 "load %.3f s, compile %.3f s)", ref, backend, device, times.level, times.locate,
+                 "load %.3f s, compile %.3f s)", what, backend, device, times.level, times.locate,
                  times.download, times.verify, times.load, times.compile)
         self.trim()
         return compiled
@@ -269,15 +278,25 @@ def _trim(folder: Path, pattern: str, budget: int) -> None:
 
 
 _default: ModelFetcher | None = None
+_default_settings = StoreSettings()
 _default_lock = threading.Lock()
 
 
+def configure(settings: StoreSettings) -> None:
+    """Set what :func:`default_fetcher` uses in this process (the CLI does, from its settings)."""
+    global _default, _default_settings
+    with _default_lock:
+        _default_settings = settings
+        _default = None
+
+
 def default_fetcher() -> ModelFetcher:
-    """This process's fetcher, made from the environment on first use (see :meth:`ModelFetcher.from_env`)."""
+    """This process's fetcher, made on first use from the settings given to :func:`configure`
+    (the built-in defaults, a local store under ~/.local/share/corral/store, until then)."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = ModelFetcher.from_env()
+            _default = ModelFetcher.from_settings(_default_settings)
         return _default
 
 

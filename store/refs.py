@@ -16,20 +16,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from store.exceptions import ModelRefError
+
 NAME_PATTERN = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}"
 _NAME = re.compile(NAME_PATTERN)
 LATEST = "latest"
 DEFAULT_VARIANT = "fp32"
 
 
-class RefError(ValueError):
-    """A model reference or name that cannot be used; the message says what is allowed."""
-
-
 def check_name(value: str, what: str = "model name") -> str:
-    """``value`` unchanged if it is a safe name, else :class:`RefError`."""
+    """``value`` unchanged if it is a safe name, else :class:`ModelRefError`."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise RefError(f"{what} {value!r} is not allowed: use 1-64 characters from A-Z a-z 0-9 . _ -, "
+        raise ModelRefError(f"{what} {value!r} is not allowed: use 1-64 characters from A-Z a-z 0-9 . _ -, "
                        "not starting with a dot")
     return value
 
@@ -43,9 +41,9 @@ def parse_version(text: str | int | None) -> int | None:
     elif isinstance(text, str) and text.isdigit() and len(text) <= 9:
         number = int(text)
     else:
-        raise RefError(f"model version {text!r} is not allowed: use a positive integer or 'latest'")
+        raise ModelRefError(f"model version {text!r} is not allowed: use a positive integer or 'latest'")
     if number < 1:
-        raise RefError(f"model version {text!r} is not allowed: versions start at 1")
+        raise ModelRefError(f"model version {text!r} is not allowed: versions start at 1")
     return number
 
 
@@ -76,25 +74,25 @@ class ModelRef:
 
 
 def parse_ref(text: str) -> ModelRef:
-    """Parse ``name[:version][@variant]``; :class:`RefError` names the part that is wrong."""
+    """Parse ``name[:version][@variant]``; :class:`ModelRefError` names the part that is wrong."""
     if not isinstance(text, str) or not text:
-        raise RefError("empty model reference: use name[:version][@variant], e.g. style:2@lut4")
+        raise ModelRefError("empty model reference: use name[:version][@variant], e.g. style:2@lut4")
     rest, at, variant = text.partition("@")
     name, colon, version = rest.partition(":")
     if at and not variant:
-        raise RefError(f"model reference {text!r}: nothing after '@'; name a variant such as fp16 or lut4")
+        raise ModelRefError(f"model reference {text!r}: nothing after '@'; name a variant such as fp16 or lut4")
     if colon and not version:
-        raise RefError(f"model reference {text!r}: nothing after ':'; give a version number or 'latest'")
+        raise ModelRefError(f"model reference {text!r}: nothing after ':'; give a version number or 'latest'")
     try:
         return ModelRef(name, parse_version(version or None), variant or DEFAULT_VARIANT)
-    except RefError as exc:
-        raise RefError(f"model reference {text!r}: {exc}") from None
+    except ModelRefError as exc:
+        raise ModelRefError(f"model reference {text!r}: {exc}") from None
 
 
 def looks_like_ref(text: str) -> bool:
     """True when ``text`` parses as a store reference rather than, say, a file path."""
     try:
         parse_ref(text)
-    except RefError:
+    except ModelRefError:
         return False
     return not text.endswith(".corral")

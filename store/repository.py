@@ -27,19 +27,12 @@ from typing import Any
 from filelock import FileLock
 
 from engine.compiled_cache import engine_version
-from store.refs import DEFAULT_VARIANT, ModelRef, RefError, check_name, parse_version
+from store.exceptions import ModelRefError, NotFoundError, VersionExistsError
+from store.refs import DEFAULT_VARIANT, ModelRef, check_name, parse_version
 from store.variants import MASTER, VariantFile, VariantMaker, sha256_file, write_atomic, write_sidecar
 
 MANIFEST = "manifest.json"
 UPLOADS = ".uploads"
-
-
-class NotFoundError(LookupError):
-    """No such model or version; the message says what exists."""
-
-
-class VersionExistsError(ValueError):
-    """Versions are immutable: a second upload to the same version is refused."""
 
 
 class Repository:
@@ -127,7 +120,7 @@ class Repository:
 
         check_name(name)
         if version is not None and parse_version(version) is None:
-            raise RefError("a version to publish must be a number, not 'latest'")
+            raise ModelRefError("a version to publish must be a number, not 'latest'")
         source = Path(package)
         model = load(source)  # refuses a corrupt or hostile package before it enters the store
         (self.root / name).mkdir(exist_ok=True)
@@ -150,7 +143,11 @@ class Repository:
                     "model": {"name": desc.metadata.name, "version": desc.metadata.version,
                               "description": desc.metadata.description,
                               "inputs": [f.name for f in desc.inputs], "outputs": [f.name for f in desc.outputs],
-                              "quantization": desc.metadata.user.get("corral.quantization", "")},
+                              "quantization": desc.metadata.user.get("corral.quantization", ""),
+                              # what a worker must support to run it (read by `--device auto` routing)
+                              "ops": sorted({n.op_type for n in model.graph.nodes if not n.domain}),
+                              "custom_layers": model.custom_layers(),
+                              "custom_model": desc.custom_model or ""},
                     "engine_version": engine_version(),
                 }
                 write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())

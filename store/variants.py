@@ -23,7 +23,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from store.refs import DEFAULT_VARIANT, RefError, check_name
+from store.exceptions import ModelRefError, UnknownVariantError
+from store.refs import DEFAULT_VARIANT, check_name
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ def builtin_variants() -> dict[str, dict[str, Any]]:
         table[f"linear{bits}"] = {"mode": "linear", "bits": bits}
         table[f"lut{bits}"] = {"mode": "lut", "bits": bits}
     return table
-
-
-class UnknownVariantError(RefError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ class VariantMaker:
         for name, options in (recipes or {}).items():
             check_name(name, "recipe name")
             if name in self.recipes:
-                raise RefError(f"recipe {name!r} would replace a built-in variant; pick another name")
+                raise ModelRefError(f"recipe {name!r} would replace a built-in variant; pick another name")
             self.recipes[name] = dict(options)
             self.options(name)  # fail at start-up, not on first request
         self.on_build = on_build
@@ -105,7 +102,7 @@ class VariantMaker:
             options = QuantizeOptions(**recipe)
             options.check()
         except (TypeError, EngineError) as exc:
-            raise RefError(f"variant {variant!r}: bad quantizer options {recipe} ({exc})") from None
+            raise ModelRefError(f"variant {variant!r}: bad quantizer options {recipe} ({exc})") from None
         return options
 
     def recipe(self, variant: str) -> dict[str, Any]:

@@ -24,3 +24,21 @@ def photo_paths() -> list[Path]:
     """Real photos shipped inside scikit-image's wheel."""
     names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"]
     return [_package_file("skimage", "data", n) for n in names]
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` where torch sees no CUDA device (the CPU tests cover the same code)."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items or _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch sees none)")
+    for item in gpu_items:
+        item.add_marker(skip)

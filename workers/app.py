@@ -28,22 +28,23 @@ Delivery settings, and why:
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from celery import Celery
 
 from scheduler import keys
+from scheduler.settings import DEFAULT_REDIS_URL
 
 CHUNK_TASK = "corral.process_chunk"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 
 
 @dataclass
 class QueueConfig:
-    redis_url: str = field(default_factory=lambda: os.environ.get("CORRAL_REDIS_URL", DEFAULT_REDIS_URL))
-    visibility_timeout: float = field(
-        default_factory=lambda: float(os.environ.get("CORRAL_VISIBILITY_TIMEOUT", "3600")))
+    """What producer and workers must agree on; the worker's come from :class:`workers.settings.WorkerSettings`."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     prefetch_multiplier: int = 1
 
 

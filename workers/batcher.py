@@ -6,12 +6,15 @@ Flow of one item::
            (model, non-image inputs, tensor shapes)
     device thread: picks a group when it holds max_batch items, or when its
     oldest item has waited max_delay_ms; runs predict_batch
-    ──> writer pool: write outputs, count outcomes in the job record ──> future resolved
+    ──> writer pool: each item's outputs written (encoded, fsynced) in parallel
+    ──> the batch's last write counts the outcomes, one record per job ──> futures resolved
 
 Decoding and writing run on thread pools while the device thread computes,
-so the device is fed the next batch as soon as it finishes one. Groups are
-keyed across chunks *and* jobs: sixteen one-image jobs for the same model
-and image size become one batch of sixteen.
+so the device is fed the next batch as soon as it finishes one; the device
+thread itself never waits on Redis or on disk. Groups are keyed across
+chunks *and* jobs: sixteen one-image jobs for the same model and image size
+become one batch of sixteen. Outcomes are counted once per (batch, job), not
+per item, so Redis sees a handful of round trips per batch.
 
 An item's future resolves only after its output is durable and its outcome
 counted; the chunk task waits for all of its items' futures before
@@ -37,6 +40,7 @@ from engine.images import decode_image, image_to_tensor
 from engine.runtime import CompiledModel
 from scheduler import keys
 from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, job_status, record_outcomes
+from workers import metrics
 from workers.item_io import ChunkItem, read_source, write_outputs
 from workers.model_cache import ModelCache
 
@@ -63,7 +67,7 @@ class BatcherConfig:
     max_batch: int = 16
     max_delay_ms: float = 20.0
     decode_threads: int = 4
-    writer_threads: int = 2
+    writer_threads: int = 4  # PNG encoding and fsync release the GIL: several overlap with the next batch
     max_pixels: int = 100_000_000
 
 
@@ -86,6 +90,8 @@ class Batcher:
         self._status_cache: dict[str, tuple[float, JobStatus | None]] = {}
         self._device = threading.Thread(target=self._device_loop, name="corral-device", daemon=True)
         self._device.start()
+        self._refresher = threading.Thread(target=self._refresh_loop, name="corral-status", daemon=True)
+        self._refresher.start()
 
     # ------------------------------------------------------------------ intake
     def submit(self, job: JobRecord, items: list[ChunkItem]) -> list[Future[Outcome]]:
@@ -115,7 +121,7 @@ class Batcher:
                 return
             with self.cache.use(self.model_key(job)) as model:
                 feeds = self._feeds(job, item, model)
-        except Exception as exc:  # one bad item never stops the others
+        except Exception as exc:  # noqa: BLE001 - one bad item never stops the others
             self._finish(job, [(item, fut, _failure(item, exc))])
             return
         finally:
@@ -184,7 +190,7 @@ class Batcher:
     def _run(self, batch: list[_Pending]) -> None:
         live, skipped = [], []
         for p in batch:
-            if self.is_cancelled(p.job.id):
+            if self._known_cancelled(p.job.id):
                 skipped.append((p.job, (p.item, p.future, ItemOutcome(p.item.index, Outcome.SKIPPED, p.item.label))))
             else:
                 live.append(p)
@@ -192,41 +198,50 @@ class Batcher:
             self._write_pool.submit(self._finish, job_items[0][0], [x[1] for x in job_items])
         if not live:
             return
-        self._record_batch_size(len(live))
         with self.cache.use(self.model_key(live[0].job)) as model:
+            start = time.perf_counter()
             try:
                 results: list[dict[str, np.ndarray] | Exception] = list(model.predict_batch([p.feeds for p in live]))
-            except Exception:
-                # isolate the item(s) that broke the batch; the rest still get their results
+            except Exception:  # noqa: BLE001 - isolate the item(s) that broke the batch; the rest get results
                 results = []
                 for p in live:
                     try:
                         results.append(model.predict(p.feeds))
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
                         results.append(exc)
+            seconds = time.perf_counter() - start
             description = model.description
-        self._write_pool.submit(self._write, live, results, description)
-
-    def _write(self, live: list[_Pending], results: list, description: Any) -> None:
-        done: list[tuple[JobRecord, tuple[ChunkItem, Future[Outcome], ItemOutcome]]] = []
+        self.batch_sizes[len(live)] = self.batch_sizes.get(len(live), 0) + 1
+        metrics.observe_batch(len(live), seconds)
+        writes = _BatchWrites(len(live))
         for p, result in zip(live, results):
-            if isinstance(result, Exception):
-                outcome = _failure(p.item, result)
-            else:
-                try:
-                    write_outputs(self.r, p.job, p.item, result, description)
-                    outcome = ItemOutcome(p.item.index, Outcome.DONE, p.item.label)
-                except Exception as exc:
-                    outcome = _failure(p.item, exc)
-            done.append((p.job, (p.item, p.future, outcome)))
-        for job_items in _by_job(done).values():
+            self._write_pool.submit(self._write, p, result, description, writes)
+
+    def _write(self, p: _Pending, result: dict[str, np.ndarray] | Exception, description: Any,
+               writes: _BatchWrites) -> None:
+        """Writer pool: one item's outputs; the batch's last write counts the whole batch."""
+        if isinstance(result, Exception):
+            outcome = _failure(p.item, result)
+        else:
+            try:
+                write_outputs(self.r, p.job, p.item, result, description)
+                outcome = ItemOutcome(p.item.index, Outcome.DONE, p.item.label)
+            except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
+                outcome = _failure(p.item, exc)
+        done = writes.add(p, outcome)
+        if done is not None:
+            self._finish_batch(done)
+
+    def _finish_batch(self, done: list[tuple[_Pending, ItemOutcome]]) -> None:
+        self._record_batch_size(len(done))
+        for job_items in _by_job([(q.job, (q.item, q.future, o)) for q, o in done]).values():
             self._finish(job_items[0][0], [x[1] for x in job_items])
 
     def _finish(self, job: JobRecord, entries: list[tuple[ChunkItem, Future[Outcome], ItemOutcome]]) -> None:
         """Count outcomes in the job record, then resolve the futures (so the chunk can be acked)."""
         try:
             record_outcomes(self.r, job.id, [e[2] for e in entries])
-        except Exception as exc:  # Redis unreachable: the chunk must not be acked
+        except Exception as exc:  # noqa: BLE001 - Redis unreachable: the chunk must not be acked
             for _, fut, _ in entries:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -236,7 +251,7 @@ class Batcher:
                 fut.set_result(outcome.outcome)
 
     def _record_batch_size(self, size: int) -> None:
-        self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+        """The observed batch size in Redis (read by `corral workers`); counted in memory by the device thread."""
         if self.worker_id:
             try:
                 self.r.hincrby(keys.worker_batches(self.worker_id), str(size), 1)
@@ -249,9 +264,40 @@ class Batcher:
         now = time.monotonic()
         cached = self._status_cache.get(job_id)
         if cached is None or now - cached[0] > ttl:
-            cached = (now, job_status(self.r, job_id))
-            self._status_cache[job_id] = cached
+            self.note_status(job_id, job_status(self.r, job_id))
+            cached = self._status_cache[job_id]
         return cached[1] is JobStatus.CANCELLED
+
+    def _known_cancelled(self, job_id: str) -> bool:
+        """The device thread's check: the cached status only (kept fresh by the status thread), no I/O."""
+        cached = self._status_cache.get(job_id)
+        return cached is not None and cached[1] is JobStatus.CANCELLED
+
+    def _refresh_loop(self, every: float = 0.25) -> None:
+        """Re-read the status of jobs with items waiting in groups, in one round trip, so cancels are seen."""
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                jobs = sorted({p.job.id for g in self._groups.values() for p in g})
+            if jobs:
+                try:
+                    with self.r.pipeline(transaction=False) as pipe:
+                        for job_id in jobs:
+                            pipe.hget(keys.job(job_id), "status")
+                        raw = pipe.execute()
+                    for job_id, status in zip(jobs, raw):
+                        self.note_status(job_id, None if status is None else JobStatus(_text(status)))
+                except redis.RedisError:
+                    log.debug("could not refresh job statuses", exc_info=True)
+            time.sleep(every)
+
+    def note_status(self, job_id: str, status: JobStatus | None, ttl: float = 0.5) -> None:
+        """A job's status just read from Redis (by the chunk task), so that the next checks need no round trip."""
+        now = time.monotonic()
+        if len(self._status_cache) > 1000:  # a long-lived worker sees many jobs: forget the stale ones
+            self._status_cache = {k: v for k, v in self._status_cache.items() if now - v[0] <= ttl}
+        self._status_cache[job_id] = (now, status)
 
     def drain(self) -> None:
         """Stop taking work: items not yet in a running batch are handed back (their futures get Requeue)."""
@@ -269,8 +315,28 @@ class Batcher:
             self._stopped = True
             self._cond.notify_all()
         self._device.join(timeout)
+        self._refresher.join(timeout)
         self._decode_pool.shutdown(wait=True)
         self._write_pool.shutdown(wait=True)
+
+
+class _BatchWrites:
+    """Collects a batch's outcomes from the writer threads; the last one to arrive gets them all."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._done: list[tuple[_Pending, ItemOutcome]] = []
+        self._lock = threading.Lock()
+
+    def add(self, p: _Pending, outcome: ItemOutcome) -> list[tuple[_Pending, ItemOutcome]] | None:
+        with self._lock:
+            self._done.append((p, outcome))
+            self._left -= 1
+            return self._done if self._left == 0 else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _failure(item: ChunkItem, exc: BaseException) -> ItemOutcome:

@@ -17,9 +17,14 @@ import click
 from celery import signals
 
 from engine.backends import BACKENDS
+from engine.exceptions import EngineError
+from scheduler.settings import ENV_REDIS_URL
+from store.settings import ENV_CACHE_DIR, ENV_ROOT, ENV_URL
 from workers.app import QueueConfig, make_app
 from workers.batcher import BatcherConfig
-from workers.runtime import WorkerRuntime, WorkerSettings, set_runtime
+from workers.exceptions import WorkerError
+from workers.runtime import WorkerRuntime, set_runtime
+from workers.settings import ENV_METRICS_PORT, ENV_PLUGINS, ENV_VISIBILITY_TIMEOUT, WorkerSettings
 from workers.tasks import register_tasks
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
@@ -51,19 +56,36 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True,
               help="chunks in flight at once (threads feeding the one batcher)")
 @click.option("--decode-threads", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--redis-url", envvar="CORRAL_REDIS_URL", default="redis://127.0.0.1:6379/0", show_default=True)
-@click.option("--visibility-timeout", type=float, envvar="CORRAL_VISIBILITY_TIMEOUT", default=3600.0,
-              show_default=True, help="seconds before an unacknowledged chunk is redelivered")
+@click.option("--redis-url", envvar=ENV_REDIS_URL, default=None,
+              help=f"Redis of the fleet [env {ENV_REDIS_URL}; default redis://127.0.0.1:6379/0]")
+@click.option("--visibility-timeout", type=float, envvar=ENV_VISIBILITY_TIMEOUT, default=None,
+              help=f"seconds before an unacknowledged chunk is redelivered [env {ENV_VISIBILITY_TIMEOUT}; default 3600]")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), envvar=ENV_METRICS_PORT, default=None,
+              help=f"serve Prometheus metrics on this port; 0 = off [env {ENV_METRICS_PORT}; default 0]")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help=f"module registering custom layers/models (repeatable) [env {ENV_PLUGINS}=MOD,MOD]")
+@click.option("--store-url", envvar=ENV_URL, default=None, help=f"model store service [env {ENV_URL}]")
+@click.option("--store-root", type=click.Path(file_okay=False), envvar=ENV_ROOT, default=None,
+              help=f"local store directory, used without --store-url [env {ENV_ROOT}]")
+@click.option("--cache-dir", type=click.Path(file_okay=False), envvar=ENV_CACHE_DIR, default=None,
+              help=f"downloaded and compiled model caches [env {ENV_CACHE_DIR}; default ~/.cache/corral]")
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(device: str, backend: str, max_batch: int, max_delay_ms: float, memory_budget: str, concurrency: int,
-           decode_threads: int, redis_url: str, visibility_timeout: float, loglevel: str) -> None:
+           decode_threads: int, redis_url: str | None, visibility_timeout: float | None, metrics_port: int | None,
+           plugins: tuple[str, ...], store_url: str | None, store_root: str | None, cache_dir: str | None,
+           loglevel: str) -> None:
     """Run a worker for one device until stopped (SIGTERM/Ctrl-C drains and hands back unstarted work)."""
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = WorkerSettings(
+    try:
+        base = WorkerSettings.from_env()
+    except (WorkerError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = base.with_(
         redis_url=redis_url, device=device, backend=backend, concurrency=concurrency,
-        memory_budget=parse_size(memory_budget),
+        memory_budget=parse_size(memory_budget), visibility_timeout=visibility_timeout, metrics_port=metrics_port,
+        plugins=tuple(plugins) or None, store=base.store.with_(url=store_url, root=store_root, cache_dir=cache_dir),
         batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_threads=decode_threads))
-    app = make_app(QueueConfig(redis_url=redis_url, visibility_timeout=visibility_timeout))
+    app = make_app(QueueConfig(redis_url=settings.redis_url, visibility_timeout=settings.visibility_timeout))
     app.conf.worker_enable_remote_control = False
     register_tasks(app)
     runtime = WorkerRuntime(settings)
@@ -73,7 +95,10 @@ def worker(device: str, backend: str, max_batch: int, max_delay_ms: float, memor
         runtime.drain()
 
     signals.worker_shutting_down.connect(on_shutdown, weak=False)
-    runtime.start()
+    try:
+        runtime.start()
+    except (WorkerError, EngineError) as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         app.worker_main([
             "worker", "--queues", settings.queue, "--pool", "threads", "--concurrency", str(concurrency),

@@ -4,10 +4,16 @@
 written under the job's ``out`` directory. ``redis``: the image is a blob in
 Redis; outputs go into the job's outputs hash. Either way an item's output
 names depend only on its name, so a redelivered item rewrites the same files.
+
+Image outputs are PNGs at zlib level 1 (:data:`PNG_COMPRESS_LEVEL`): encoding
+is the largest cost a worker adds to a prediction, and level 1 halves it for
+files a few percent larger than level 6 would make.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +28,9 @@ from engine.exceptions import ImageDecodeError
 from engine.outputs import write_item_outputs
 from scheduler import blobs
 from scheduler.jobs import JobRecord
+from workers.exceptions import UnsafeOutputNameError
+
+PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,11 @@ class ChunkItem:
     index: int
     name: str  # relative POSIX name; outputs are named after it
     path: str = ""  # the file (path transport); empty for blobs
+    redelivered: bool = False  # came in a redelivered message (not part of the message itself)
 
     @classmethod
-    def from_message(cls, raw: Mapping[str, Any]) -> ChunkItem:
-        return cls(int(raw["i"]), str(raw["n"]), str(raw.get("p", "")))
+    def from_message(cls, raw: Mapping[str, Any], redelivered: bool = False) -> ChunkItem:
+        return cls(int(raw["i"]), str(raw["n"]), str(raw.get("p", "")), redelivered)
 
     def to_message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"i": self.index, "n": self.name}
@@ -54,19 +64,60 @@ def read_source(r: redis.Redis, job: JobRecord, item: ChunkItem) -> bytes | str:
         data = blobs.read_input(r, job.id, item.index)
         if data is None:
             raise ImageDecodeError(f"{item.name}: its uploaded bytes are gone from Redis (expired after "
-                                   f"{blobs.DEFAULT_TTL} s, or deleted); submit the image again")
+                                   f"{job.blob_ttl} s, or deleted); submit the image again")
         return data
     return item.path
 
 
 def write_outputs(r: redis.Redis, job: JobRecord, item: ChunkItem, outputs: Mapping[str, np.ndarray],
                   description: ModelDescription) -> None:
-    rel = PurePosixPath(item.name)
+    rel = safe_relative_name(item.name)
     if job.transport == "redis":
         with tempfile.TemporaryDirectory(prefix="corral-out-") as tmp:
-            written = write_item_outputs(tmp, rel.stem, outputs, description)
+            written = write_item_outputs(tmp, rel.stem, outputs, description,
+                                         png_compress_level=PNG_COMPRESS_LEVEL)
             files = {str(rel.parent / p.name) if str(rel.parent) != "." else p.name: p.read_bytes()
                      for p in written}
-        blobs.store_outputs(r, job.id, files)
+        blobs.store_outputs(r, job.id, files, ttl=job.blob_ttl)
     else:
-        write_item_outputs(Path(job.out).joinpath(*rel.parent.parts), rel.stem, outputs, description)
+        written = write_item_outputs(Path(job.out).joinpath(*rel.parent.parts), rel.stem, outputs, description,
+                                     png_compress_level=PNG_COMPRESS_LEVEL)
+        if item.redelivered:
+            remove_stale_temporaries(written)
+
+
+def safe_relative_name(name: str) -> PurePosixPath:
+    """The item's output path relative to the job directory; refuses names that would leave it.
+
+    Chunk messages come from whoever can write to Redis, so absolute names,
+    ``..`` parts and backslash tricks are refused rather than trusted.
+    """
+    rel = PurePosixPath(name.replace("\\", "/"))
+    if not name or rel.is_absolute() or ".." in rel.parts or rel.name in ("", ".", ".."):
+        raise UnsafeOutputNameError(f"item name {name!r} would write outside the job's output directory; "
+                                    "submit relative names without '..'")
+    return rel
+
+
+def remove_stale_temporaries(written: list[Path]) -> None:
+    """Remove what a killed writer of these same outputs left: ``.<name>.<pid>-<thread>.tmp`` files.
+
+    Called only for redelivered items (a directory scan per output; first
+    deliveries never need it). A temporary of a process still alive on this
+    host is left alone: it may be mid-write.
+    """
+    for path in written:
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            pid = tmp.name[len(path.name) + 2:].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -40,11 +40,14 @@ class _Entry(Generic[M]):
 
 class ModelCache(Generic[K, M]):
     def __init__(self, loader: Callable[[K], M], budget_bytes: int,
-                 sizer: Callable[[M], int] = model_nbytes) -> None:
+                 sizer: Callable[[M], int] = model_nbytes, on_hit: Callable[[], None] | None = None) -> None:
+        """``on_hit`` is called for each request answered from memory (the worker counts them)."""
         self.loader = loader
         self.budget_bytes = budget_bytes
         self.sizer = sizer
+        self.on_hit = on_hit
         self.loads = 0  # how many times the loader ran (tests check once-only loading)
+        self.hits = 0  # requests answered from memory
         self._lock = threading.Lock()
         self._entries: OrderedDict[K, _Entry[M]] = OrderedDict()
         self._loading: dict[K, Future[None]] = {}
@@ -65,11 +68,16 @@ class ModelCache(Generic[K, M]):
                 if entry is not None:
                     entry.users += 1
                     self._entries.move_to_end(key)
-                    return entry.model
-                pending = self._loading.get(key)
-                owner = pending is None
-                if owner:
-                    pending = self._loading[key] = Future()
+                    self.hits += 1
+                else:
+                    pending = self._loading.get(key)
+                    owner = pending is None
+                    if owner:
+                        pending = self._loading[key] = Future()
+            if entry is not None:
+                if self.on_hit is not None:
+                    self.on_hit()  # outside the lock: a metrics callback never holds up other threads
+                return entry.model
             if not owner:
                 pending.result()  # raises the loader's error; on success, look again
                 continue

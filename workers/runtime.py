@@ -1,4 +1,4 @@
-"""Everything one worker process holds: its device, model cache, batcher and heartbeat."""
+"""Everything one worker process holds: its device, model cache, batcher, heartbeat and metrics."""
 
 from __future__ import annotations
 
@@ -6,60 +6,88 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from importlib import metadata
 
 import redis
 
-import engine
 from engine.runtime import CompiledModel
-from scheduler.jobs import JobRecord, load_job
+from scheduler.jobs import JobRecord, Outcome, load_job
 from scheduler.registry import WorkerInfo
-from scheduler.routing import queue_for_device
-from workers.batcher import Batcher, BatcherConfig
+from store.fetch import ModelFetcher, is_store_ref
+from workers import metrics
+from workers.batcher import Batcher
+from workers.exceptions import NoRuntimeError
 from workers.heartbeat import Heartbeat
 from workers.model_cache import ModelCache
+from workers.settings import WorkerSettings
 
-ModelKey = tuple[str, str, str]  # (package path, backend, device)
+__all__ = ["ModelKey", "WorkerRuntime", "WorkerSettings", "current_runtime", "set_runtime"]
+
+ModelKey = tuple[str, str, str]  # (pinned store reference or package path, backend, device)
 
 
-@dataclass
-class WorkerSettings:
-    redis_url: str
-    device: str = "cpu"
-    backend: str = "auto"
-    concurrency: int = 16
-    memory_budget: int = 2 * 1024**3
-    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+def custom_implementations() -> list[str]:
+    """Custom layer and model classes this process can provide: registered ones and entry point names."""
+    from engine.custom import LAYER_GROUP, MODEL_GROUP, registered
 
-    @property
-    def queue(self) -> str:
-        return queue_for_device(self.device)
+    names = {n for group in registered().values() for n in group}
+    for group in (LAYER_GROUP, MODEL_GROUP):
+        names.update(ep.name for ep in metadata.entry_points(group=group))
+    return sorted(names)
 
-    def resolved_backend(self) -> str:
-        if self.backend != "auto":
-            return self.backend
-        return "torch" if self.device.startswith("cuda") else "numpy"
+
+def supported_ops() -> list[str]:
+    from engine.ops import SUPPORTED_OPS
+
+    return sorted(SUPPORTED_OPS)
+
+
+class _MeteredBatcher(Batcher):
+    """The batcher, with each item's outcome counted for the metrics endpoint."""
+
+    def submit(self, job: JobRecord, items: list) -> list[Future[Outcome]]:
+        futures = super().submit(job, items)
+        for fut in futures:
+            fut.add_done_callback(_count_outcome)
+        return futures
+
+
+def _count_outcome(fut: Future[Outcome]) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        return  # handed back (Requeue) or not counted: another delivery will finish the item
+    outcome = fut.result()
+    metrics.observe_item(outcome.value if isinstance(outcome, Outcome) else str(outcome))
 
 
 class WorkerRuntime:
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, fetcher: ModelFetcher | None = None) -> None:
         self.settings = settings
         self.backend = settings.resolved_backend()
         self.r = redis.Redis.from_url(settings.redis_url)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{settings.device}"
         self.started = time.time()
-        self.cache: ModelCache[ModelKey, CompiledModel] = ModelCache(self._load, settings.memory_budget)
-        self.batcher = Batcher(self.r, self.cache, self.model_key, settings.batcher, worker_id=self.id)
+        self.fetcher = fetcher if fetcher is not None else ModelFetcher.from_settings(settings.store)
+        self.cache: ModelCache[ModelKey, CompiledModel] = ModelCache(self._load, settings.memory_budget,
+                                                                     on_hit=metrics.observe_memory_hit)
+        self.batcher = _MeteredBatcher(self.r, self.cache, self.model_key, settings.batcher, worker_id=self.id)
         self.heartbeat = Heartbeat(self.r, self.info)
+        self.metrics_url = ""
         self._jobs: dict[str, JobRecord] = {}
         self._jobs_lock = threading.Lock()
+        self._ops = supported_ops()
+        self._custom: list[str] = []
 
     def model_key(self, job: JobRecord) -> ModelKey:
         return (job.model_path, self.backend, self.settings.device)
 
     def _load(self, key: ModelKey) -> CompiledModel:
-        path, backend, device = key
-        return engine.compile(engine.load(path), backend=backend, device=device)
+        """Store references through the fetcher (download, verify, compile, disk caches); package paths
+        compiled through the same compiled-model cache."""
+        ref, backend, device = key
+        if is_store_ref(ref):
+            return self.fetcher.loader((ref, backend, device))
+        return self.fetcher.load_path(ref, device=device, backend=backend)
 
     def job(self, job_id: str) -> JobRecord:
         """The job's request (immutable once submitted, so cached; status is read separately)."""
@@ -78,9 +106,24 @@ class WorkerRuntime:
             id=self.id, hostname=socket.gethostname(), pid=os.getpid(), device=self.settings.device,
             backend=self.backend, queue=self.settings.queue, warm_models=[k[0] for k in self.cache.warm()],
             backlog=self.batcher.backlog, max_batch=self.settings.batcher.max_batch,
-            batch_sizes={str(k): v for k, v in sorted(self.batcher.batch_sizes.items())}, started=self.started)
+            batch_sizes={str(k): v for k, v in sorted(self.batcher.batch_sizes.items())}, started=self.started,
+            ops=self._ops, custom=self._custom, metrics_url=self.metrics_url)
 
     def start(self) -> None:
+        """Load plugins, apply the thread budget, open the metrics endpoint, then start heartbeating."""
+        from engine.custom import load_plugins
+        from engine.ops.threads import set_num_threads
+
+        load_plugins(list(self.settings.plugins))
+        self._custom = custom_implementations()
+        if self.settings.num_threads is not None:
+            set_num_threads(self.settings.num_threads)
+        metrics.track(lambda: self.batcher.backlog, lambda: self.cache.used_bytes)
+        if self.settings.metrics_port:
+            port = metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
+            host = socket.gethostname() if self.settings.metrics_host in ("0.0.0.0", "::") else \
+                self.settings.metrics_host
+            self.metrics_url = f"http://{host}:{port}/metrics"
         self.heartbeat.start()
 
     def drain(self) -> None:
@@ -101,5 +144,5 @@ def set_runtime(runtime: WorkerRuntime | None) -> None:
 
 def current_runtime() -> WorkerRuntime:
     if _current is None:
-        raise RuntimeError("no corral worker runtime in this process; start workers with `corral worker`")
+        raise NoRuntimeError("no corral worker runtime in this process; start workers with `corral worker`")
     return _current

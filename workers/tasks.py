@@ -1,4 +1,11 @@
-"""The one Celery task: process a chunk of item references through this worker's batcher."""
+"""The one Celery task: process a chunk of item references through this worker's batcher.
+
+Redis round trips per chunk are kept few, since a one-image job is a
+one-item chunk and these costs are then per image: one pipelined read gives
+the job record (with its current status) and which items are already done;
+the queued → running transition is written only while the job is queued;
+outcomes are counted by the batcher once per batch and job.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,12 @@ import logging
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, Task
 from celery.exceptions import Reject
 
-from scheduler import blobs
-from scheduler.jobs import ItemOutcome, JobNotFound, Outcome, finished_indices, mark_started, record_outcomes
+from scheduler import blobs, keys
+from scheduler.exceptions import JobNotFoundError
+from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, mark_started, record_outcomes
 from workers.app import CHUNK_TASK
 from workers.batcher import Requeue
 from workers.item_io import ChunkItem
@@ -19,22 +27,41 @@ from workers.runtime import current_runtime
 log = logging.getLogger(__name__)
 
 
-def process_chunk(job_id: str, items: list[dict[str, Any]]) -> int:
-    """Run every item of the chunk; returns how many were processed here. Acked when this returns."""
+def read_chunk_state(r: redis.Redis, job_id: str, indices: list[int]) -> tuple[JobRecord, set[int]]:
+    """The job record and which of ``indices`` already have an outcome, in one round trip."""
+    with r.pipeline(transaction=False) as p:
+        p.hgetall(keys.job(job_id))
+        if indices:
+            p.smismember(keys.job_finished(job_id), indices)
+        replies = p.execute()
+    if not replies[0]:
+        raise JobNotFoundError(job_id)
+    present = replies[1] if indices else []
+    return JobRecord.from_hash(replies[0]), {i for i, seen in zip(indices, present) if seen}
+
+
+def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = False) -> int:
+    """Run every item of the chunk; returns how many were processed here. Acked when this returns.
+
+    ``redelivered``: the message came back after a worker died or handed it
+    back; its items then also clean up temporaries a killed writer left.
+    """
     rt = current_runtime()
+    chunk = [ChunkItem.from_message(m, redelivered) for m in items]
     try:
-        job = rt.job(job_id)
-    except JobNotFound:
+        job, seen = read_chunk_state(rt.r, job_id, [c.index for c in chunk])  # redelivered: skip what is done
+    except JobNotFoundError:
         log.warning("dropping a chunk of job %s: the job record is gone", job_id)
         return 0
-    chunk = [ChunkItem.from_message(m) for m in items]
+    except redis.RedisError as exc:
+        raise Reject(f"Redis unavailable ({exc})", requeue=True) from exc
+    rt.batcher.note_status(job_id, job.status)
+    todo = [c for c in chunk if c.index not in seen]
     try:
-        seen = finished_indices(rt.r, job_id, [c.index for c in chunk])  # redelivered: skip what is done
-        todo = [c for c in chunk if c.index not in seen]
-        if todo and rt.batcher.is_cancelled(job_id, ttl=0):
+        if todo and job.status is JobStatus.CANCELLED:
             record_outcomes(rt.r, job_id, [ItemOutcome(c.index, Outcome.SKIPPED, c.label) for c in todo])
             todo = []
-        if todo:
+        if todo and job.status is JobStatus.QUEUED:
             mark_started(rt.r, job_id)
     except redis.RedisError as exc:
         raise Reject(f"Redis unavailable ({exc})", requeue=True) from exc
@@ -61,4 +88,8 @@ def process_chunk(job_id: str, items: list[dict[str, Any]]) -> int:
 
 
 def register_tasks(app: Celery) -> None:
-    app.task(name=CHUNK_TASK, acks_late=True, ignore_result=True)(process_chunk)
+    def chunk_task(task: Task, job_id: str, items: list[dict[str, Any]]) -> int:
+        delivery = task.request.delivery_info or {}
+        return process_chunk(job_id, items, redelivered=bool(delivery.get("redelivered")))
+
+    app.task(name=CHUNK_TASK, bind=True, acks_late=True, ignore_result=True)(chunk_task)

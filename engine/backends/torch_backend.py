@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,15 +91,19 @@ class TorchContext:
             self.upload_stream = torch.cuda.Stream(self.device)
 
     # ------------------------------------------------------------ kernels
-    def build_kernel(self, node: Node) -> "TorchNode":
+    def build_kernel(self, node: Node) -> TorchNode:
         host = make_op(node)
         return TorchNode(self, node.op_type, host, make_kernel(host))
 
     def wrap_custom(self, node: Node, host_kernel: Callable[[Sequence[Any]], list[Any]],
-                    device_kernel: Any | None) -> "TorchNode":
+                    device_kernel: Any | None) -> TorchNode:
         """A custom layer: ``device_kernel.run(*inputs)`` on tensors when given, else the host kernel."""
         kernel = None if device_kernel is None else CustomTorchKernel(self, device_kernel)
         return TorchNode(self, node.op_type, host_kernel, kernel)
+
+    def run_context(self) -> torch.inference_mode:
+        """Entered around each graph run: no autograd bookkeeping (version counters, views)."""
+        return torch.inference_mode()
 
     # ------------------------------------------------------------ values
     def to_device(self, value: Any) -> Any:
@@ -195,7 +200,7 @@ class CustomTorchKernel:
 
     def run(self, *inputs: Any) -> list[torch.Tensor]:
         data = [None if v is None else self.ctx.as_tensor(v) for v in self.layer_kernel.data_inputs(inputs)]
-        return self.layer_kernel.check_outputs(self.layer_kernel.layer.evaluate_torch(data))
+        return self.layer_kernel.check_outputs(self.layer_kernel.layer.evaluate_torch(data), data)
 
 
 def context(device: str = "cpu", precision: str = "fp32") -> TorchContext:

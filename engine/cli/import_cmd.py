@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from engine.cli.parsing import fail, parse_floats, parse_range, parse_size
 from engine.exceptions import EngineError
+from engine.graph import Model
 
 
 @click.command("import")
@@ -39,19 +40,34 @@ def import_(src: Path, out: Path, name: str | None, image_input: Sequence[str], 
             color_layout: str, image_scale: str | None, image_bias: str | None, class_labels: Path | None,
             class_labels_output: str | None, sizes: Sequence[str], default_size: str | None, height_range: str | None,
             width_range: str | None, author: str, license_: str, version: str, description: str) -> None:
-    """Convert SRC (an ONNX model) to a corral package.
+    """Convert SRC (an ONNX model, or a Core ML NeuralNetwork .mlmodel) to a corral package.
 
     \b
     Example:
       corral model import style.onnx -o style.corral --image-input image \\
           --image-output stylized --image-scale 1/255 --size 256x256 --size 512x512
     """
-    from engine.format import save
-
     suffix = src.suffix.lower()
+    if suffix == ".mlmodel":
+        onnx_only = [flag for flag, given in (("--image-input", image_input), ("--image-output", image_output),
+                                              ("--image-scale", image_scale), ("--image-bias", image_bias),
+                                              ("--class-labels", class_labels), ("--size", sizes),
+                                              ("--height-range", height_range), ("--width-range", width_range),
+                                              ("--default-size", default_size),
+                                              ("--class-labels-output", class_labels_output))
+                     if given]
+        if onnx_only:
+            fail(f"{src}: {', '.join(onnx_only)} apply to ONNX models; a Core ML model declares its own image "
+                 "inputs, preprocessing, sizes and class labels")
+        from engine.importers.coreml import CoreMLImportOptions, import_coreml
+
+        coreml_options = CoreMLImportOptions(name=name or src.stem, author=author, license=license_,
+                                             version=version, description=description)
+        _write(lambda: import_coreml(src, coreml_options), out)
+        return
     if suffix != ".onnx":
-        fail(f"{src}: cannot import {suffix or 'extension-less'} files; corral imports ONNX models (.onnx). "
-             "Export the model to ONNX first")
+        fail(f"{src}: cannot import {suffix or 'extension-less'} files; corral imports ONNX models (.onnx) and "
+             "Core ML NeuralNetwork models (.mlmodel)")
     # Parse every option before importing anything, so mistakes are reported at once.
     scale = parse_floats(image_scale, "--image-scale")
     bias = parse_floats(image_bias, "--image-bias")
@@ -83,8 +99,15 @@ def import_(src: Path, out: Path, name: str | None, image_input: Sequence[str], 
         class_labels_output=class_labels_output or "",
         author=author, license=license_, version=version, description=description,
     )
+    _write(lambda: import_onnx(src, options), out)
+
+
+def _write(convert: Callable[[], Model], out: Path) -> None:
+    """Run the import, save the package, and report what was written."""
+    from engine.format import save
+
     try:
-        imported = import_onnx(src, options)
+        imported = convert()
         digest = save(imported, out)
     except EngineError as exc:
         fail(str(exc))

@@ -119,8 +119,13 @@ class _Run:
               help="Directory for the outputs (created if missing).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
               help="A model input: a JSON number or list, or @file.npy (repeat for several).")
-@click.option("--backend", default="numpy", show_default=True, help="Backend to run on.")
-@click.option("--device", default="cpu", show_default=True, help="Device for the backend (cpu, cuda:0, …).")
+@click.option("--backend", default="numpy", show_default=True,
+              help="Backend to run on: numpy, torch, or auto (torch when it is installed).")
+@click.option("--device", default="cpu", show_default=True, help="Device for the backend: cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Compute precision; fp16 needs --backend torch and a CUDA device.")
+@click.option("--plugin", "plugins", multiple=True, envvar="CORRAL_PLUGINS",
+              help="Module that registers custom layer/model classes (repeatable; CORRAL_PLUGINS, comma separated).")
 @click.option("--raw", is_flag=True, help="Also write every output as DIR/<stem>.npz.")
 @click.option("--resize", type=click.Choice(["fit", "fill", "pad", "reject"]), default="fit", show_default=True,
               help="What to do with an image whose size the model does not accept.")
@@ -132,7 +137,7 @@ class _Run:
               help="Refuse images with more pixels than this (decompression bombs).")
 @click.pass_context
 def run(ctx: click.Context, model_path: Path, images: Sequence[Path], out: Path, inputs: Sequence[str],
-        backend: str, device: str, raw: bool, resize: str, batch_size: int, array_format: str,
+        backend: str, device: str, precision: str, plugins: Sequence[str], raw: bool, resize: str, batch_size: int, array_format: str,
         max_pixels: int) -> None:
     """Run MODEL over IMAGE files (or directories of them) and write the outputs to --out.
 
@@ -147,7 +152,8 @@ def run(ctx: click.Context, model_path: Path, images: Sequence[Path], out: Path,
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        compiled = compile(load(model_path), backend, device)
+        modules = [m.strip() for spec in plugins for m in spec.split(",") if m.strip()]
+        compiled = compile(load(model_path), backend, device, precision=precision, plugins=modules or None)
     except EngineError as exc:
         fail(str(exc))
     desc = compiled.description

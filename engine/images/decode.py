@@ -94,8 +94,11 @@ def _open_header(fp: io.BytesIO, label: str) -> ImageFile.ImageFile:
         for fmt in [f for f in Image.ID if f not in tried]:
             tried.add(fmt)
             factory, accept = Image.OPEN[fmt]
-            if accept is not None and not _accepts(accept(prefix)):
-                continue
+            try:
+                if accept is not None and not _accepts(accept(prefix)):
+                    continue
+            except (struct.error, IndexError, TypeError, ValueError):
+                continue  # a prefix too short for this format's signature check (e.g. a 1-byte file)
             fp.seek(0)
             try:
                 return factory(fp, "")

@@ -11,8 +11,10 @@ restore BLAS's own setting only when the last of them is done.
 Without ``threadpoolctl`` (which is what can change BLAS's thread count at run
 time) tiles run one after another and BLAS keeps its own threads.
 
-The thread count is ``CORRAL_NUM_THREADS`` when set, else the CPUs this
-process may run on; :func:`set_num_threads` overrides both.
+The thread count is the CPUs this process may run on unless
+:func:`set_num_threads` says otherwise; the engine never reads the
+environment (the ``corral`` command sets it from ``--threads`` /
+``CORRAL_NUM_THREADS``, a worker from its settings).
 """
 
 from __future__ import annotations
@@ -38,12 +40,6 @@ _blas_libs: list[Any] | None = None
 
 
 def _default_threads() -> int:
-    env = os.environ.get("CORRAL_NUM_THREADS", "").strip()
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"CORRAL_NUM_THREADS must be a positive integer, got {env!r}") from None
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -56,7 +52,7 @@ def num_threads() -> int:
 
 
 def set_num_threads(count: int | None) -> None:
-    """Use ``count`` threads from now on; ``None`` returns to the environment's default."""
+    """Use ``count`` threads from now on; ``None`` returns to the default (the CPUs this process may use)."""
     global _override
     if count is not None and count < 1:
         raise ValueError(f"thread count must be at least 1, got {count}")

@@ -9,6 +9,7 @@ with its reason in ``EXCLUDED``). Failures say which stage broke:
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections import Counter
 from typing import Any
@@ -29,7 +30,7 @@ from engine.ops import SUPPORTED_OPS
 from engine.tensors import DTYPE_TO_PROTO
 
 # Backends by name; a new backend joins the suite by being added here.
-BACKENDS = ["numpy"]
+BACKENDS = ["numpy"] + (["torch"] if importlib.util.find_spec("torch") is not None else [])
 
 RTOL = 1e-3
 ATOL = 1e-5

@@ -311,3 +311,17 @@ def test_to_float_array() -> None:
     assert to_float_array(ints) is ints
     q, codes = _linear((3,), 4, -1)
     np.testing.assert_array_equal(to_float_array(q), ref_dequantize(q, codes))
+
+
+def test_linear_dequantize_rounds_once_like_coremltools() -> None:
+    """code * scale + bias in float64, one rounding: differs from float32 arithmetic for some codes."""
+    rng = np.random.default_rng(3)
+    scale = rng.uniform(1e-3, 1.0, 64).astype(np.float32)
+    bias = rng.uniform(-1, 1, 64).astype(np.float32)
+    codes = rng.integers(0, 256, size=(64, 32))
+    q = QuantizedTensor(shape=(64, 32), bits=8, packed=codes.astype(np.uint8).tobytes(), scheme="linear", axis=0,
+                        scale=scale, bias=bias)
+    once = (codes * scale[:, None].astype(np.float64) + bias[:, None].astype(np.float64)).astype(np.float32)
+    twice = codes.astype(np.float32) * scale[:, None] + bias[:, None]
+    assert not np.array_equal(once, twice)  # the case this test is about occurs
+    np.testing.assert_array_equal(q.dequantize(), once)

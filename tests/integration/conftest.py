@@ -53,7 +53,7 @@ def worker(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
         log = tmp_path / f"worker-{len(procs)}.log"
         before = {w.pid for w in live_workers(client)}
         proc = start_worker(redis_url, "--visibility-timeout", str(visibility_timeout), "--loglevel", "info",
-                            *args, log_path=log)
+                            "--cache-dir", str(tmp_path / "model-cache"), *args, log_path=log)
         proc.log_path = log  # type: ignore[attr-defined]
         procs.append(proc)
         deadline = time.monotonic() + 30

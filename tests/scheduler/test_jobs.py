@@ -8,7 +8,7 @@ import pytest
 from scheduler import keys
 from scheduler.jobs import (
     ItemOutcome,
-    JobNotFound,
+    JobNotFoundError,
     JobRecord,
     JobStatus,
     Outcome,
@@ -41,7 +41,7 @@ def test_record_round_trips_through_the_hash(r) -> None:
     assert back.inputs == {"style": [0.5, 0.5]} and back.priority == 7 and back.status is JobStatus.QUEUED
     assert back.created == pytest.approx(rec.created) and back.started == 0.0
     assert list_jobs(r)[0].id == "j1"
-    with pytest.raises(JobNotFound, match="corral jobs"):
+    with pytest.raises(JobNotFoundError, match="corral jobs"):
         load_job(r, "nope")
 
 

@@ -168,7 +168,7 @@ def test_named_recipes_are_variants_and_bad_ones_fail_at_start(live_store: Store
                                                               tmp_path: Path) -> None:
     from store.app import create_app
     from store.config import StoreConfig
-    from store.refs import RefError
+    from store.exceptions import ModelRefError
 
     live = live_store(recipes={"tiny2": {"mode": "lut", "bits": 2, "group_size": 4}})
     with StoreClient(live.url, live.token) as client:
@@ -177,7 +177,7 @@ def test_named_recipes_are_variants_and_bad_ones_fail_at_start(live_store: Store
     assert answer.status_code == 200 and len(answer.content) < model_file.stat().st_size / 4
     recipe = httpx.get(f"{live.url}/v1/models/tiny/1").json()["variants"]["tiny2"]["recipe"]
     assert recipe == {"mode": "lut", "bits": 2, "group_size": 4}
-    with pytest.raises(RefError, match="bad quantizer options"):
+    with pytest.raises(ModelRefError, match="bad quantizer options"):
         create_app(StoreConfig(root=tmp_path / "r", recipes={"odd": {"mode": "lut", "bits": 11}}))
-    with pytest.raises(RefError, match="built-in"):
+    with pytest.raises(ModelRefError, match="built-in"):
         create_app(StoreConfig(root=tmp_path / "r", recipes={"lut4": {"mode": "lut", "bits": 4}}))

@@ -11,9 +11,11 @@ import pytest
 
 import engine
 from store.client import CorruptDownloadError, StoreClient
+from store.exceptions import ConfigError
 from store.fetch import LocalSource, ModelFetcher, RemoteSource
 from store.metrics import FETCH
 from store.repository import Repository
+from store.settings import StoreSettings
 from store.variants import VariantMaker
 from tests.store.conftest import StoreFactory
 from tests.store.test_client import TamperDownloads
@@ -101,12 +103,25 @@ def test_local_store_without_a_server(model_file: Path, tmp_path: Path) -> None:
         ModelFetcher(LocalSource(root), tmp_path / "cache2").fetch("tiny:1@fp16")
 
 
-def test_from_env_picks_the_local_root(monkeypatch: pytest.MonkeyPatch, model_file: Path, tmp_path: Path) -> None:
-    monkeypatch.delenv("CORRAL_STORE_URL", raising=False)
-    monkeypatch.setenv("CORRAL_STORE_ROOT", str(tmp_path / "store"))
+def test_settings_without_a_url_pick_the_local_root(model_file: Path, tmp_path: Path) -> None:
     Repository(tmp_path / "store").publish("tiny", model_file)
-    fetcher = ModelFetcher.from_env(cache_root=tmp_path / "cache")
+    fetcher = ModelFetcher.from_settings(StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
     assert isinstance(fetcher.source, LocalSource) and fetcher.pin("tiny@lut4") == "tiny:1@lut4"
+    # the manifest tells routing what the model needs, without a download
+    assert {"Conv", "Relu"} <= set(fetcher.describe("tiny")["ops"])
+    assert fetcher.describe("tiny")["custom_layers"] == []
+
+
+def test_store_settings_from_the_environment(tmp_path: Path) -> None:
+    env = {"CORRAL_STORE_URL": "http://store:8700", "CORRAL_STORE_TOKEN": "t" * 20,
+           "CORRAL_STORE_ROOT": str(tmp_path / "r"), "CORRAL_CACHE_DIR": str(tmp_path / "c"),
+           "CORRAL_STORE_WAIT_S": "2.5"}
+    settings = StoreSettings.from_env(env)
+    assert settings == StoreSettings("http://store:8700", "t" * 20, tmp_path / "r", tmp_path / "c", 2.5)
+    assert StoreSettings.from_env(env, root=tmp_path / "x", url=None).root == tmp_path / "x"  # options win
+    assert StoreSettings.from_env({}).url is None
+    with pytest.raises(ConfigError, match="CORRAL_STORE_WAIT_S='soon'"):
+        StoreSettings.from_env({"CORRAL_STORE_WAIT_S": "soon"})
 
 
 def test_two_makers_on_one_root_build_a_variant_once(model_file: Path, tmp_path: Path) -> None:
@@ -150,27 +165,30 @@ def test_default_fetcher_and_ref_detection(monkeypatch: pytest.MonkeyPatch, mode
                                            tmp_path: Path) -> None:
     from store import fetch
 
-    monkeypatch.delenv("CORRAL_STORE_URL", raising=False)
-    monkeypatch.setenv("CORRAL_STORE_ROOT", str(tmp_path / "store"))
-    monkeypatch.setenv("CORRAL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(fetch, "_default", None)
+    monkeypatch.setattr(fetch, "_default_settings", fetch._default_settings)
+    fetch.configure(StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
     Repository(tmp_path / "store").publish("tiny", model_file)
     assert fetch.is_store_ref("tiny:1@lut4") and not fetch.is_store_ref(str(model_file))
     assert fetch.default_fetcher() is fetch.default_fetcher()
     compiled = fetch.default_fetcher().loader(("tiny:1@lut4", "numpy", "cpu"))
     assert compiled.run({"x": X})["y"].shape == (2, 4, 8, 8)
     assert list((tmp_path / "cache" / "compiled").glob("*.npz"))
+    # a package given by path goes through the same compiled cache
+    path_model = fetch.default_fetcher().load_path(model_file)
+    assert fetch.default_fetcher().last.level == "path"
+    assert np.allclose(path_model.run({"x": X})["y"], _reference(model_file))
+    fetch.default_fetcher().load_path(model_file)
+    assert fetch.default_fetcher().last.level == "compiled-cache"
 
 
-def test_a_fetch_waits_for_a_store_that_is_down_then_fails_clearly(monkeypatch: pytest.MonkeyPatch,
-                                                                   tmp_path: Path) -> None:
+def test_a_fetch_waits_for_a_store_that_is_down_then_fails_clearly(tmp_path: Path) -> None:
     from store.client import StoreUnavailableError
     from store.server import loopback_socket
 
     sock = loopback_socket()
-    monkeypatch.setenv("CORRAL_STORE_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
-    monkeypatch.setenv("CORRAL_STORE_WAIT_S", "1")
-    fetcher = ModelFetcher.from_env(cache_root=tmp_path / "cache")
+    fetcher = ModelFetcher.from_settings(StoreSettings(url=f"http://127.0.0.1:{sock.getsockname()[1]}", wait_s=1,
+                                                       cache_dir=tmp_path / "cache"))
     with pytest.raises(StoreUnavailableError, match="within 1 s; last error.*CORRAL_STORE_URL"):
         fetcher.fetch("tiny:1@lut4")
     sock.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from store.refs import ModelRef, RefError, check_name, looks_like_ref, parse_ref
+from store.exceptions import ModelRefError
+from store.refs import ModelRef, check_name, looks_like_ref, parse_ref
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -22,13 +23,13 @@ def test_parse(text: str, expected: ModelRef) -> None:
 @pytest.mark.parametrize("text", ["", "style:", "style@", "style:0", "style:-1", "style:two", "../x", "..",
                                   ".hidden", "a/b", "a\\b", "x" * 65, "style@../master", "st yle", "style:1:2"])
 def test_bad_refs_are_refused_with_the_rule(text: str) -> None:
-    with pytest.raises(RefError, match="model reference|not allowed"):
+    with pytest.raises(ModelRefError, match="model reference|not allowed"):
         parse_ref(text)
 
 
 def test_names_up_to_64_characters() -> None:
     assert check_name("x" * 64) == "x" * 64
-    with pytest.raises(RefError, match="1-64 characters"):
+    with pytest.raises(ModelRefError, match="1-64 characters"):
         check_name("x" * 65)
 
 

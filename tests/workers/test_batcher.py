@@ -14,6 +14,7 @@ import engine
 from engine.builder import ModelBuilder
 from scheduler import keys
 from scheduler.jobs import JobRecord, Outcome, cancel_job, create_job, failures, load_job
+from workers import metrics
 from workers.batcher import Batcher, BatcherConfig, Requeue
 from workers.item_io import ChunkItem
 from workers.model_cache import ModelCache
@@ -138,5 +139,39 @@ def test_drain_hands_back_what_has_not_started(r, model_path: str, tmp_path: Pat
         with pytest.raises(Requeue):
             b.submit(job, _images(tmp_path / "more", 1))[0].result(1)
         assert load_job(r, "j").finished_items == 0
+    finally:
+        b.close()
+
+
+def test_one_batch_is_counted_and_observed_once(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=8, max_delay_ms=200)
+    before = metrics.BATCH_SIZE.collect()[0]
+    count_before = next(s.value for s in before.samples if s.name.endswith("_count"))
+    try:
+        job = _job(r, model_path, tmp_path / "out", "j", 5)
+        assert {f.result(10) for f in b.submit(job, _images(tmp_path / "in", 5))} == {Outcome.DONE}
+        record = load_job(r, "j")
+        assert (record.done, record.status.value) == (5, "done")
+        assert r.scard(keys.job_finished("j")) == 5
+        after = metrics.BATCH_SIZE.collect()[0]
+        samples = {s.name: s.value for s in after.samples if not s.labels.get("le")}
+        assert samples["corral_worker_batch_size_count"] == count_before + 1
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"i{i}.png" for i in range(5)]
+    finally:
+        b.close()
+
+
+def test_a_job_cancelled_while_its_items_wait_is_skipped_without_a_status_read_per_item(
+        r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=64, max_delay_ms=1500)
+    try:
+        job = _job(r, model_path, tmp_path / "out", "j", 3)
+        futs = b.submit(job, _images(tmp_path / "in", 3))
+        deadline = time.monotonic() + 10
+        while sum(len(g) for g in b._groups.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cancel_job(r, "j")  # the status thread sees it before the batch's delay runs out
+        assert [f.result(10) for f in futs] == [Outcome.SKIPPED] * 3
+        assert load_job(r, "j").skipped == 3 and not (tmp_path / "out").exists()
     finally:
         b.close()

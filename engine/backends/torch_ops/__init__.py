@@ -17,6 +17,7 @@ the host (numpy).
 from __future__ import annotations
 
 import importlib
+import os
 from functools import cache
 from typing import Any
 
@@ -38,6 +39,24 @@ TORCH_KERNELS: dict[str, str] = {
                      "Slice", "Pad", "Identity", "Dropout", "Shape"], "layout"),
     **dict.fromkeys(["Resize", "Upsample"], "resize"),
 }
+
+
+def _channels_last_default() -> bool:
+    return os.environ.get("CORRAL_TORCH_CHANNELS_LAST", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+# ``CORRAL_TORCH_CHANNELS_LAST=1``: 2-D convolutions compute in channels-last
+# (NHWC) memory, and the ops between them (reflect Pad, the fused instance
+# norm, Add, Resize) keep that layout. On a 2-core CPU the convolutions of
+# multistyle26 ran ~1.5x faster so, but the model's output moved 1.3e-4 from
+# the numpy reference on a real photo (over the 1e-4 bound), so it is off by
+# default; bench/gpu_check.sh measures it on CUDA.
+CHANNELS_LAST: bool = _channels_last_default()
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-D tensor laid out NHWC (and not also plain NCHW-contiguous, as 1x1 images are)."""
+    return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class Fallback(Exception):
@@ -82,7 +101,13 @@ def like(value: Any, ref: torch.Tensor) -> torch.Tensor:
     """``value`` (tensor or host array) as a tensor with ``ref``'s dtype and device."""
     if isinstance(value, torch.Tensor):
         return value.to(device=ref.device, dtype=ref.dtype)
-    return torch.as_tensor(np.asarray(value), device=ref.device).to(ref.dtype)
+    return host_tensor(value, ref.device).to(ref.dtype)
+
+
+def host_tensor(value: Any, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on ``device`` (copied first when numpy marks it read-only)."""
+    arr = np.asarray(value)
+    return torch.as_tensor(arr if arr.flags.writeable else np.array(arr), device=device)
 
 
 @cache

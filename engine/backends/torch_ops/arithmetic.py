@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 
-from engine.backends.torch_ops import TorchKernel, floats
+from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_tensor
 
 
 def numel(x: Any) -> int:
@@ -60,7 +61,7 @@ class Pow(TorchKernel):
                 return x
             return torch.pow(x, e)
         if not isinstance(y, torch.Tensor):
-            y = torch.as_tensor(y, device=x.device)
+            y = host_tensor(y, x.device)
         return torch.pow(x, y.to(x.dtype))
 
 
@@ -70,8 +71,6 @@ class _Variadic(TorchKernel):
     def run(self, *inputs: Any) -> torch.Tensor:
         floats(*inputs)
         if any(x is None for x in inputs):
-            from engine.backends.torch_ops import Fallback
-
             raise Fallback
         result = inputs[0]
         for x in inputs[1:]:

@@ -9,7 +9,7 @@ memory is touched), so both backends agree on every rule and error.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -112,14 +112,14 @@ class Slice(TorchKernel):
             if step > 0:
                 y = y[(slice(None),) * axis + (slice(int(line[0]), int(line[-1]) + 1, step),)]
             else:  # torch slices only forward: gather the reversed indices
-                y = torch.index_select(y, axis, torch.as_tensor(line, device=x.device))
+                y = torch.index_select(y, axis, torch.as_tensor(np.ascontiguousarray(line), device=x.device))
         return y
 
 
 class Pad(TorchKernel):
     """Constant padding of any axes; reflect/edge/wrap on up to the last three axes (torch's limits)."""
 
-    TORCH_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+    TORCH_MODES: ClassVar[dict[str, str]] = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
     def run(self, x: Any, pads: Any = None, value: Any = None, axes: Any = None) -> torch.Tensor:
         floats(x)
@@ -151,6 +151,9 @@ class Pad(TorchKernel):
             raise Fallback  # torch pads at most the last three axes in these modes
         if any(b >= x.shape[a] or e >= x.shape[a] for a, (b, e) in enumerate(width) if b or e):
             raise Fallback  # numpy repeats reflections; torch reflects once
+        if first >= 2 and 3 <= rank <= 5:
+            # batch and channel unpadded: torch pads N-C-spatial directly, keeping channels-last memory
+            return F.pad(x, torch_pads(width[2:]), mode=self.TORCH_MODES[op.mode])
         lead, tail = tuple(x.shape[:first]), tuple(x.shape[first:])
         y = F.pad(x.reshape((math.prod(lead),) + tail), torch_pads(width[first:]), mode=self.TORCH_MODES[op.mode])
         return y.reshape(lead + tuple(y.shape[1:]))

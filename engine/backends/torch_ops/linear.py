@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import engine.backends.torch_ops as torch_ops
 from engine.backends.torch_ops import Fallback, TorchKernel, floats
 from engine.backends.torch_ops.arithmetic import align
 
@@ -36,6 +37,18 @@ def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
 
 
 class Conv(TorchKernel):
+    def __init__(self, op: Any) -> None:
+        super().__init__(op)
+        # (the weight tensor it was made from, its channels-last copy): made once per weight
+        self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _channels_last(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)  # no copy when x already is
+        packed = self._packed
+        if packed is None or packed[0] is not w:
+            packed = self._packed = (w, w.contiguous(memory_format=torch.channels_last))
+        return x, packed[1]
+
     def run(self, x: Any, w: Any, b: Any = None) -> torch.Tensor:
         floats(x, w, b)
         op = self.op
@@ -53,6 +66,8 @@ class Conv(TorchKernel):
         else:
             x = F.pad(x, torch_pads(pads))
             padding = [0] * rank
+        if rank == 2 and torch_ops.CHANNELS_LAST:
+            x, w = self._channels_last(x, w)
         bias = None if b is None else b.to(x.dtype).reshape(-1)
         y = CONV[rank](x, w.to(x.dtype), bias, stride=window.strides, padding=padding,
                        dilation=window.dilations, groups=op.group)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_ints
 from engine.ops.base import normalize_axis
@@ -26,18 +27,39 @@ class _Resample(TorchKernel):
     def __init__(self, op: Any) -> None:
         super().__init__(op)
         self._plans: dict[tuple, list[AxisPlan]] = {}
+        self._repeats: dict[tuple, list[int]] = {}  # keys whose resize is a nearest integer repeat per axis
 
     def resample(self, x: torch.Tensor, s: Sampling, out_sizes: list[int], scales: list[float],
                  rois: list[tuple[float, float] | None]) -> torch.Tensor:
-        key = (tuple(x.shape), tuple(out_sizes), tuple(scales), tuple(rois), x.device, x.dtype)
+        dims = [int(d) for d in x.shape]  # plain ints, also while torch.jit traces
+        out_sizes = [int(d) for d in out_sizes]
+        key = (tuple(dims), tuple(out_sizes), tuple(scales), tuple(rois), x.device, x.dtype)
         plans = self._plans.get(key)
         if plans is None:
-            plans = self._plan(x, s, out_sizes, scales, rois)
+            plans = self._plan(dims, x, s, out_sizes, scales, rois)
             if len(self._plans) > 32:
                 self._plans.clear()
+                self._repeats.clear()
             self._plans[key] = plans
+            factors = [1] * x.ndim
+            for axis, idx, weights, outside in plans:
+                n = idx.shape[0]
+                f = n // dims[axis] if dims[axis] and n % dims[axis] == 0 else 0
+                same = (weights is None and outside is None and f > 0 and idx.shape[1] == 1
+                        and torch.equal(idx[:, 0].cpu(), torch.arange(n) // f))
+                factors[axis] = f if same else 0
+            if plans and all(factors):
+                self._repeats[key] = factors
         if not plans:
             return x.clone()
+        factors = self._repeats.get(key)
+        if factors is not None:  # nearest integer upscale: no gathers
+            if 3 <= x.ndim <= 5 and factors[0] == factors[1] == 1:
+                # torch's nearest picks floor(out * in / size) = out // f: the same pixels
+                return F.interpolate(x, size=out_sizes[2:], mode="nearest")
+            shape = [d for size, f in zip(dims, factors) for d in (size, f)]
+            view = x.reshape([d for size in dims for d in (size, 1)]).expand(shape)
+            return view.reshape([size * f for size, f in zip(dims, factors)])
         work = x if x.dtype != torch.float16 else x.float()  # half computes through float32, as numpy does
         for axis, idx, weights, _ in plans:
             if weights is None:
@@ -58,11 +80,11 @@ class _Resample(TorchKernel):
         return work.to(x.dtype)
 
     @staticmethod
-    def _plan(x: torch.Tensor, s: Sampling, out_sizes: list[int], scales: list[float],
+    def _plan(dims: list[int], x: torch.Tensor, s: Sampling, out_sizes: list[int], scales: list[float],
               rois: list[tuple[float, float] | None]) -> list[AxisPlan]:
         dtype = torch.float32 if x.dtype == torch.float16 else x.dtype
         plans: list[AxisPlan] = []
-        for axis, (in_len, out_len) in enumerate(zip(x.shape, out_sizes)):
+        for axis, (in_len, out_len) in enumerate(zip(dims, out_sizes)):
             roi = rois[axis]
             trivial_roi = roi is None or s.coordinate_mode != "tf_crop_and_resize" or tuple(roi) == (0.0, 1.0)
             if out_len == in_len and scales[axis] == 1.0 and trivial_roi:

@@ -1,0 +1,33 @@
+"""Item outputs: stale temporaries of a killed writer are removed when the item comes back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from workers.item_io import ChunkItem, remove_stale_temporaries
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_dead_writers_temporary_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    out = tmp_path / "img001.png"
+    out.write_bytes(b"png")
+    dead = tmp_path / f".img001.png.{_dead_pid()}-123.tmp"
+    live = tmp_path / f".img001.png.{os.getppid()}-456.tmp"  # the test runner's parent: alive
+    other = tmp_path / f".img0011.png.{_dead_pid()}-789.tmp"  # another item's: not this output's
+    for p in (dead, live, other):
+        p.write_bytes(b"half")
+    remove_stale_temporaries([out])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])
+
+
+def test_redelivery_is_not_part_of_the_message() -> None:
+    item = ChunkItem.from_message({"i": 3, "n": "a.png", "p": "/x/a.png"}, redelivered=True)
+    assert item.redelivered and item.to_message() == {"i": 3, "n": "a.png", "p": "/x/a.png"}

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workers.exceptions import WorkerError
+from workers.settings import WorkerSettings
+
+
+def test_worker_settings_from_the_environment_with_options_over_them(tmp_path: Path) -> None:
+    env = {"CORRAL_REDIS_URL": "redis://q:6379/1", "CORRAL_VISIBILITY_TIMEOUT": "30", "CORRAL_METRICS_PORT": "9100",
+           "CORRAL_PLUGINS": "a.b, c", "CORRAL_NUM_THREADS": "3", "CORRAL_STORE_ROOT": str(tmp_path / "s")}
+    s = WorkerSettings.from_env(env)
+    assert (s.redis_url, s.visibility_timeout, s.metrics_port, s.plugins, s.num_threads) == \
+        ("redis://q:6379/1", 30.0, 9100, ("a.b", "c"), 3)
+    assert s.store.root == tmp_path / "s" and s.store.url is None
+    assert WorkerSettings.from_env(env, metrics_port=0, redis_url=None).metrics_port == 0  # an option wins
+    assert WorkerSettings.from_env({}).metrics_port == 0 and WorkerSettings.from_env({}).queue == "corral.cpu"
+    with pytest.raises(WorkerError, match="CORRAL_METRICS_PORT='lots'"):
+        WorkerSettings.from_env({"CORRAL_METRICS_PORT": "lots"})
+
+
+def test_backend_follows_the_device() -> None:
+    assert WorkerSettings(device="cuda:1").resolved_backend() == "torch"
+    assert WorkerSettings(device="cpu").resolved_backend() == "numpy"
+    assert WorkerSettings(device="cuda:1").queue == "corral.cuda"

@@ -1,0 +1,22 @@
+"""The worker's errors, one type per concept; each message says what to do."""
+
+from __future__ import annotations
+
+
+class WorkerError(RuntimeError):
+    """Base of the worker's own errors."""
+
+
+class NoRuntimeError(WorkerError):
+    """Worker code ran in a process that is not a `corral worker`."""
+
+
+class MetricsPortError(WorkerError):
+    """The Prometheus endpoint could not listen on the port asked for."""
+
+
+class UnsafeOutputNameError(WorkerError, ValueError):
+    """A chunk names an item whose output would land outside the job's output directory."""
+
+
+__all__ = ["MetricsPortError", "NoRuntimeError", "UnsafeOutputNameError", "WorkerError"]

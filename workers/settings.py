@@ -1,0 +1,73 @@
+"""One worker's settings, read from the environment in this one place.
+
+``corral worker`` builds a :class:`WorkerSettings` with
+:meth:`WorkerSettings.from_env` and its options; the runtime, batcher and
+model cache take the values as parameters and never read the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from scheduler.routing import queue_for_device
+from scheduler.settings import DEFAULT_REDIS_URL, ENV_NUM_THREADS, ENV_REDIS_URL
+from store.settings import StoreSettings
+from workers.app import DEFAULT_VISIBILITY_TIMEOUT
+from workers.batcher import BatcherConfig
+from workers.exceptions import WorkerError
+
+# The environment variables this package reads (see the README's configuration table).
+ENV_VISIBILITY_TIMEOUT = "CORRAL_VISIBILITY_TIMEOUT"
+ENV_METRICS_PORT = "CORRAL_METRICS_PORT"
+ENV_PLUGINS = "CORRAL_PLUGINS"
+
+
+@dataclass
+class WorkerSettings:
+    redis_url: str = DEFAULT_REDIS_URL
+    device: str = "cpu"
+    backend: str = "auto"
+    concurrency: int = 16
+    memory_budget: int = 2 * 1024**3
+    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+    metrics_host: str = "0.0.0.0"
+    plugins: tuple[str, ...] = ()  # modules that register custom layers / models
+    num_threads: int | None = None  # the numpy engine's kernel threads; None: the CPUs this process may use
+    store: StoreSettings = field(default_factory=StoreSettings)
+
+    @property
+    def queue(self) -> str:
+        return queue_for_device(self.device)
+
+    def resolved_backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "torch" if self.device.startswith("cuda") else "numpy"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
+        """From ``CORRAL_REDIS_URL``, ``CORRAL_VISIBILITY_TIMEOUT``, ``CORRAL_METRICS_PORT``,
+        ``CORRAL_PLUGINS``, ``CORRAL_NUM_THREADS`` and the store's variables; ``overrides`` that are
+        not None win (command-line options)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {"store": StoreSettings.from_env(env)}
+        if env.get(ENV_REDIS_URL):
+            values["redis_url"] = env[ENV_REDIS_URL]
+        for key, name, kind in (("visibility_timeout", ENV_VISIBILITY_TIMEOUT, float),
+                                ("metrics_port", ENV_METRICS_PORT, int), ("num_threads", ENV_NUM_THREADS, int)):
+            if env.get(name):
+                try:
+                    values[key] = kind(env[name])
+                except ValueError:
+                    raise WorkerError(f"{name}={env[name]!r}: give a {'whole ' if kind is int else ''}number") from None
+        if env.get(ENV_PLUGINS):
+            values["plugins"] = tuple(p.strip() for p in env[ENV_PLUGINS].split(",") if p.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> WorkerSettings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
