@@ -35,21 +35,31 @@ class Node:
         return self.name or (self.outputs[0] if self.outputs else self.op_type)
 
 
+def value_producers(nodes: Iterable[Node]) -> dict[str, Node]:
+    """Value name -> the node that writes it."""
+    return {out: n for n in nodes for out in n.outputs if out}
+
+
+def value_consumers(nodes: Iterable[Node]) -> dict[str, list[Node]]:
+    """Value name -> the nodes that read it, in node order."""
+    users: dict[str, list[Node]] = defaultdict(list)
+    for n in nodes:
+        for i in n.inputs:
+            if i:
+                users[i].append(n)
+    return users
+
+
 @dataclass
 class Graph:
     nodes: list[Node] = field(default_factory=list)
     initializers: dict[str, Weight] = field(default_factory=dict)
 
     def producers(self) -> dict[str, Node]:
-        return {out: n for n in self.nodes for out in n.outputs if out}
+        return value_producers(self.nodes)
 
     def consumers(self) -> dict[str, list[Node]]:
-        users: dict[str, list[Node]] = defaultdict(list)
-        for n in self.nodes:
-            for i in n.inputs:
-                if i:
-                    users[i].append(n)
-        return users
+        return value_consumers(self.nodes)
 
     def toposort(self, inputs: Iterable[str], where: str = "model") -> list[Node]:
         """Nodes in an order where each runs after what it reads.

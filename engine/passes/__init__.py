@@ -8,13 +8,12 @@ touched.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.graph import Model, Node
+from engine.graph import Model, Node, value_consumers, value_producers
 from engine.tensors import to_float_array
 
 
@@ -54,15 +53,10 @@ class PassContext:
 
     # ------------------------------------------------------------ queries
     def consumers(self) -> dict[str, list[Node]]:
-        users: dict[str, list[Node]] = defaultdict(list)
-        for n in self.nodes:
-            for i in n.inputs:
-                if i:
-                    users[i].append(n)
-        return users
+        return value_consumers(self.nodes)
 
     def producers(self) -> dict[str, Node]:
-        return {out: n for n in self.nodes for out in n.outputs if out}
+        return value_producers(self.nodes)
 
     def constant(self, name: str) -> np.ndarray | None:
         return self.constants.get(name) if name else None
