@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from scheduler import blobs, keys
+from scheduler import blobs, chunks, keys
 from scheduler.exceptions import JobTimeoutError, NoImagesError
 from scheduler.inputs import InputItem, Rejected, iter_inputs
 from scheduler.jobs import (
@@ -43,7 +43,7 @@ from scheduler.registry import WorkerInfo, live_workers
 from scheduler.routing import choose_queue
 from scheduler.settings import DEFAULT_BLOB_TTL, DEFAULT_REDIS_URL, SchedulerSettings
 from store.fetch import ModelFetcher, default_fetcher
-from workers.app import CHUNK_TASK, QueueConfig, kombu_priority, make_app
+from workers.app import QueueConfig, make_app
 from workers.item_io import ChunkItem
 
 DEFAULT_CHUNK_SIZE = 32
@@ -208,12 +208,10 @@ class Client:
 
     def _publish(self, record: JobRecord, items: list[InputItem]) -> None:
         with self.app.producer_or_acquire() as producer:
-            def send(chunk: list[dict[str, Any]]) -> None:
-                self.app.send_task(CHUNK_TASK, args=[record.id, chunk], queue=record.queue,
-                                   priority=kombu_priority(record.priority), producer=producer)
-
-            for chunk in self._chunks(record, items):
-                send(chunk)
+            for n, chunk in enumerate(self._chunks(record, items)):
+                chunks.record_published(self.r, record.id, n, chunk)  # first: a worker may finish it at once
+                chunks.send_chunk(self.app, record.id, n, chunk, queue=record.queue, priority=record.priority,
+                                  producer=producer)
 
     def _chunks(self, record: JobRecord, items: list[InputItem]) -> Iterator[list[dict[str, Any]]]:
         size = record.chunk_size

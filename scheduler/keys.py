@@ -16,6 +16,14 @@ CUDA_QUEUE = "corral.cuda"
 JOBS = PREFIX + "jobs"
 # sorted set: worker id -> last heartbeat time (entries outlive their heartbeat key; readers drop stale ones)
 WORKERS = PREFIX + "workers"
+# set of job ids that still have items without an outcome (what the lost-chunk sweeper looks at)
+ACTIVE_JOBS = PREFIX + "active"
+# string with a TTL: held by the one worker sweeping for lost chunks this round
+SWEEP_LOCK = PREFIX + "sweep:lock"
+# hash: job id -> finished-item count at the last sweep (a job whose count did not move is checked)
+SWEEP_PROGRESS = PREFIX + "sweep:progress"
+# hash: "job id.chunk" -> time a sweep first found that chunk neither queued, reserved nor claimed
+SWEEP_SUSPECTS = PREFIX + "sweep:suspects"
 
 
 def job(job_id: str) -> str:
@@ -43,6 +51,16 @@ def job_outputs(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:outputs"
 
 
+def job_chunks(job_id: str) -> str:
+    """Hash: chunk number -> JSON item list, for each chunk published and not yet completed by a worker."""
+    return f"{PREFIX}job:{job_id}:chunks"
+
+
+def job_claims(job_id: str) -> str:
+    """Hash: chunk number -> id of the worker running that chunk now."""
+    return f"{PREFIX}job:{job_id}:claims"
+
+
 def input_blob(job_id: str, index: int) -> str:
     """String: the bytes of one input image, for jobs using the Redis blob transport."""
     return f"{PREFIX}job:{job_id}:in:{index}"
@@ -60,4 +78,5 @@ def worker_batches(worker_id: str) -> str:
 
 def job_keys(job_id: str) -> list[str]:
     """Every key a job owns except its input blobs (which expire on their own)."""
-    return [job(job_id), job_finished(job_id), job_failures(job_id), job_rejected(job_id), job_outputs(job_id)]
+    return [job(job_id), job_finished(job_id), job_failures(job_id), job_rejected(job_id), job_outputs(job_id),
+            job_chunks(job_id), job_claims(job_id)]

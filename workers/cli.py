@@ -96,7 +96,7 @@ def worker(device: str, backend: str, max_batch: int, max_delay_ms: float, memor
 
     signals.worker_shutting_down.connect(on_shutdown, weak=False)
     try:
-        runtime.start()
+        runtime.start(app)
     except (WorkerError, EngineError) as exc:
         raise click.ClickException(str(exc)) from None
     try:

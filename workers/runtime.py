@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from importlib import metadata
 
 import redis
+from celery import Celery
 
 from engine.runtime import CompiledModel
 from scheduler.jobs import JobRecord, Outcome, load_job
@@ -21,6 +22,7 @@ from workers.exceptions import NoRuntimeError
 from workers.heartbeat import Heartbeat
 from workers.model_cache import ModelCache
 from workers.settings import WorkerSettings
+from workers.sweeper import BrokerLayout, ChunkSweeper, celery_republisher
 
 __all__ = ["ModelKey", "WorkerRuntime", "WorkerSettings", "current_runtime", "set_runtime"]
 
@@ -77,6 +79,7 @@ class WorkerRuntime:
         self._jobs_lock = threading.Lock()
         self._ops = supported_ops()
         self._custom: list[str] = []
+        self.sweeper: ChunkSweeper | None = None
 
     def model_key(self, job: JobRecord) -> ModelKey:
         return (job.model_path, self.backend, self.settings.device)
@@ -109,8 +112,9 @@ class WorkerRuntime:
             batch_sizes={str(k): v for k, v in sorted(self.batcher.batch_sizes.items())}, started=self.started,
             ops=self._ops, custom=self._custom, metrics_url=self.metrics_url)
 
-    def start(self) -> None:
-        """Load plugins, apply the thread budget, open the metrics endpoint, then start heartbeating."""
+    def start(self, app: Celery | None = None) -> None:
+        """Load plugins, apply the thread budget, open the metrics endpoint, then start heartbeating and,
+        given the worker's Celery ``app``, sweeping for lost chunks."""
         from engine.custom import load_plugins
         from engine.ops.threads import set_num_threads
 
@@ -125,11 +129,17 @@ class WorkerRuntime:
                 self.settings.metrics_host
             self.metrics_url = f"http://{host}:{port}/metrics"
         self.heartbeat.start()
+        if app is not None:
+            self.sweeper = ChunkSweeper(self.r, BrokerLayout.from_app(app), celery_republisher(app), self.id,
+                                        self.settings.resolved_sweep_interval())
+            self.sweeper.start()
 
     def drain(self) -> None:
         self.batcher.drain()
 
     def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
         self.batcher.close()
         self.heartbeat.stop()
 

@@ -16,7 +16,7 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from scheduler import blobs, keys
+from scheduler import blobs, chunks, keys
 from scheduler.exceptions import JobNotFoundError
 from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, mark_started, record_outcomes
 from workers.app import CHUNK_TASK
@@ -27,12 +27,16 @@ from workers.runtime import current_runtime
 log = logging.getLogger(__name__)
 
 
-def read_chunk_state(r: redis.Redis, job_id: str, indices: list[int]) -> tuple[JobRecord, set[int]]:
-    """The job record and which of ``indices`` already have an outcome, in one round trip."""
+def read_chunk_state(r: redis.Redis, job_id: str, indices: list[int],
+                     claim: tuple[int, str] | None = None) -> tuple[JobRecord, set[int]]:
+    """The job record and which of ``indices`` already have an outcome, in one round trip that also
+    claims the chunk (``(chunk, worker id)``) when given."""
     with r.pipeline(transaction=False) as p:
         p.hgetall(keys.job(job_id))
         if indices:
             p.smismember(keys.job_finished(job_id), indices)
+        if claim is not None:
+            chunks.claim(p, job_id, *claim)
         replies = p.execute()
     if not replies[0]:
         raise JobNotFoundError(job_id)
@@ -40,18 +44,23 @@ def read_chunk_state(r: redis.Redis, job_id: str, indices: list[int]) -> tuple[J
     return JobRecord.from_hash(replies[0]), {i for i, seen in zip(indices, present) if seen}
 
 
-def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = False) -> int:
+def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = False,
+                  chunk_no: int | None = None) -> int:
     """Run every item of the chunk; returns how many were processed here. Acked when this returns.
 
     ``redelivered``: the message came back after a worker died or handed it
     back; its items then also clean up temporaries a killed writer left.
+    ``chunk_no``: the chunk's number in its job, claimed while it runs and
+    released once every item has an outcome (see :mod:`scheduler.chunks`).
     """
     rt = current_runtime()
     chunk = [ChunkItem.from_message(m, redelivered) for m in items]
+    claim = None if chunk_no is None else (chunk_no, rt.id)
     try:
-        job, seen = read_chunk_state(rt.r, job_id, [c.index for c in chunk])  # redelivered: skip what is done
+        job, seen = read_chunk_state(rt.r, job_id, [c.index for c in chunk], claim)  # redelivered: skip what is done
     except JobNotFoundError:
         log.warning("dropping a chunk of job %s: the job record is gone", job_id)
+        rt.r.delete(keys.job_chunks(job_id), keys.job_claims(job_id))
         return 0
     except redis.RedisError as exc:
         raise Reject(f"Redis unavailable ({exc})", requeue=True) from exc
@@ -84,12 +93,17 @@ def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = 
         raise Reject("worker shutting down or Redis unavailable; chunk handed back", requeue=True)
     if job.transport == "redis":
         blobs.drop_inputs(rt.r, job_id, [c.index for c in chunk])
+    if chunk_no is not None:
+        try:
+            chunks.release(rt.r, job_id, chunk_no)
+        except redis.RedisError as exc:  # harmless: a later sweep finds every item done and releases it then
+            log.warning("job %s: chunk %d done but not released (%s)", job_id, chunk_no, exc)
     return len(todo)
 
 
 def register_tasks(app: Celery) -> None:
-    def chunk_task(task: Task, job_id: str, items: list[dict[str, Any]]) -> int:
+    def chunk_task(task: Task, job_id: str, items: list[dict[str, Any]], chunk: int | None = None) -> int:
         delivery = task.request.delivery_info or {}
-        return process_chunk(job_id, items, redelivered=bool(delivery.get("redelivered")))
+        return process_chunk(job_id, items, redelivered=bool(delivery.get("redelivered")), chunk_no=chunk)
 
     app.task(name=CHUNK_TASK, bind=True, acks_late=True, ignore_result=True)(chunk_task)

@@ -32,10 +32,6 @@ def _assert_exactly_once(r: redis.Redis, job_id: str, out: Path, total: int) -> 
     assert sorted(p.name for p in out.iterdir()) == [f"img{i:03d}.png" for i in range(total)]  # no .tmp leftovers
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known loss window, intermittent (about 1 run in 5 here): a chunk that the killed worker had popped from "
-    "corral.cpu but not yet recorded in kombu's unacked hash is never redelivered, so the job stalls short of its "
-    "total; needs a job-level stall sweeper that republishes unfinished items"))
 def test_sigkill_mid_job_redelivers_every_item_once(redis_url: str, r: redis.Redis, worker, slow_model: Path,
                                                     tmp_path: Path) -> None:
     total = 40
@@ -52,6 +48,26 @@ def test_sigkill_mid_job_redelivers_every_item_once(redis_url: str, r: redis.Red
     final = job.wait(timeout=90)
     assert final.status is JobStatus.DONE
     _assert_exactly_once(r, job.id, tmp_path / "out", total)
+
+
+def test_a_chunk_message_the_broker_lost_is_sent_again(redis_url: str, r: redis.Redis, worker, tiny_model: Path,
+                                                      tmp_path: Path) -> None:
+    total = 12
+    make_images(tmp_path / "in", total, size=(64, 64))
+    job = Client(redis_url).submit([tmp_path / "in"], model=str(tiny_model), out=tmp_path / "out", chunk_size=4)
+    queued = r.lrange(keys.CPU_QUEUE, 0, -1) + r.lrange(f"{keys.CPU_QUEUE}\x06\x164", 0, -1)
+    assert len(queued) == 3
+    # what a worker killed between BRPOP and kombu's unacked bookkeeping leaves: the message is simply gone
+    gone = next(m for m in queued if f'"{job.id}.1"'.encode() in m)
+    assert sum(r.lrem(k, 0, gone) for k in (keys.CPU_QUEUE, f"{keys.CPU_QUEUE}\x06\x164")) == 1
+    proc = worker(visibility_timeout=2)  # sweeps every second
+    final = job.wait(timeout=60)
+    assert final.status is JobStatus.DONE
+    _assert_exactly_once(r, job.id, tmp_path / "out", total)
+    assert f"job {job.id}: chunk 1 sent again (4 items)" in proc.log_path.read_text()
+    assert not r.exists(keys.job_chunks(job.id))  # all released
+    time.sleep(2.5)  # one more sweep forgets the finished job
+    assert job.id.encode() not in r.smembers(keys.ACTIVE_JOBS)
 
 
 def test_sigterm_drains_and_hands_back_unstarted_chunks(redis_url: str, r: redis.Redis, worker, slow_model: Path,

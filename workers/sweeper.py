@@ -1,0 +1,246 @@
+"""The lost-chunk sweeper: sends again any outstanding chunk that the broker or a dead worker lost.
+
+Every worker runs one, and each round one of them (whoever takes
+:data:`scheduler.keys.SWEEP_LOCK`) looks at the active jobs:
+
+* a chunk *claimed* by a worker whose heartbeat has expired is sent again
+  at once: that worker died while running it, and kombu would only give the
+  message back after the visibility timeout (an hour by default);
+* a chunk of a job that made no progress since the last round, which is
+  neither in a queue, nor reserved (kombu's ``unacked`` hash), nor claimed,
+  is a *suspect*; still missing one full round later, it is sent again.
+  This covers the message a worker took off the queue and died before
+  kombu recorded it as unacknowledged, which nothing else would redeliver.
+
+Sending a chunk twice costs little: a delivery skips the items that already
+have an outcome (:func:`workers.tasks.read_chunk_state`), and outcomes are
+counted once. A job's records are dropped once all its items have an outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import redis
+from celery import Celery
+
+from scheduler import chunks, keys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SCAN = 50_000  # queued messages a sweep reads at most; above that it waits for the queues to drain
+
+
+@dataclass(frozen=True)
+class BrokerLayout:
+    """Where kombu's Redis transport keeps messages: one list per queue and priority step, and ``unacked``."""
+
+    unacked: str = "unacked"
+    sep: str = "\x06\x16"
+    priority_steps: tuple[int, ...] = tuple(range(10))
+
+    def lists(self, queue: str) -> list[str]:
+        return [f"{queue}{self.sep}{p}" if p else queue for p in self.priority_steps]
+
+    @classmethod
+    def from_app(cls, app: Celery) -> BrokerLayout:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            return cls(unacked=channel.unacked_key, sep=channel.sep, priority_steps=tuple(channel.priority_steps))
+
+
+@dataclass(frozen=True)
+class LostChunk:
+    job_id: str
+    chunk: int
+    queue: str
+    priority: int
+    reason: str
+
+
+@dataclass
+class _Job:
+    id: str
+    queue: str
+    priority: int
+    finished: int
+    outstanding: set[int] = field(default_factory=set)
+    claims: dict[int, str] = field(default_factory=dict)
+
+
+Republish = Callable[[LostChunk, list, int], None]  # (chunk, its item messages, attempt)
+
+
+class ChunkSweeper:
+    def __init__(self, r: redis.Redis, layout: BrokerLayout, republish: Republish, worker_id: str,
+                 interval: float, max_scan: int = DEFAULT_MAX_SCAN) -> None:
+        self.r = r
+        self.layout = layout
+        self.republish = republish
+        self.worker_id = worker_id
+        self.interval = interval
+        self.max_scan = max_scan
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="corral-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.r.set(keys.SWEEP_LOCK, self.worker_id, nx=True, px=max(1, int(self.interval * 900))):
+                    self.sweep()
+            except redis.RedisError as exc:  # Redis away: the next round tries again
+                log.debug("lost-chunk sweep skipped: %s", exc)
+            except Exception:
+                log.exception("lost-chunk sweep failed")
+
+    def sweep(self, now: float | None = None) -> list[LostChunk]:
+        """One round; returns the chunks it sent again."""
+        now = time.time() if now is None else now
+        jobs, finished = self._active_jobs()
+        if finished:
+            self._forget(finished)
+        lost = self._dead_claims(jobs)
+        lost += self._missing(jobs, {(c.job_id, c.chunk) for c in lost}, now)
+        for chunk in lost:
+            self._send_again(chunk, now)
+        return lost
+
+    def _active_jobs(self) -> tuple[list[_Job], list[str]]:
+        ids = sorted(_s(i) for i in self.r.smembers(keys.ACTIVE_JOBS))
+        with self.r.pipeline(transaction=False) as p:
+            for job_id in ids:
+                p.hmget(keys.job(job_id), ["total", "done", "failed", "skipped", "queue", "priority"])
+                p.hkeys(keys.job_chunks(job_id))
+                p.hgetall(keys.job_claims(job_id))
+            replies = p.execute()
+        jobs, finished = [], []
+        for n, job_id in enumerate(ids):
+            (total, done, failed, skipped, queue, priority), outstanding, claims = replies[3 * n:3 * n + 3]
+            count = sum(int(v or 0) for v in (done, failed, skipped))
+            if total is None or count >= int(total):
+                finished.append(job_id)
+                continue
+            jobs.append(_Job(job_id, _s(queue or keys.CPU_QUEUE), int(priority or 5), count,
+                             {int(c) for c in outstanding}, {int(k): _s(v) for k, v in claims.items()}))
+        return jobs, finished
+
+    def _forget(self, job_ids: list[str]) -> None:
+        """Jobs whose items all have an outcome (or whose record is gone) need no more sweeping."""
+        with self.r.pipeline(transaction=False) as p:
+            p.srem(keys.ACTIVE_JOBS, *job_ids)
+            p.hdel(keys.SWEEP_PROGRESS, *job_ids)
+            for job_id in job_ids:
+                p.delete(keys.job_chunks(job_id), keys.job_claims(job_id))
+            p.execute()
+        self._drop_suspects(lambda job_id, _: job_id in set(job_ids))
+
+    def _dead_claims(self, jobs: list[_Job]) -> list[LostChunk]:
+        holders = sorted({w for job in jobs for w in job.claims.values()})
+        if not holders:
+            return []
+        alive = {w for w, beat in zip(holders, self.r.mget([keys.worker(w) for w in holders])) if beat is not None}
+        return [LostChunk(job.id, chunk, job.queue, job.priority, f"worker {worker} stopped while running it")
+                for job in jobs for chunk, worker in sorted(job.claims.items())
+                if worker not in alive and chunk in job.outstanding]
+
+    def _missing(self, jobs: list[_Job], handled: set[tuple[str, int]], now: float) -> list[LostChunk]:
+        """Unclaimed chunks of stalled jobs found nowhere in the broker, for a second round running."""
+        seen = {_s(k): int(v) for k, v in self.r.hgetall(keys.SWEEP_PROGRESS).items()}
+        if jobs:
+            self.r.hset(keys.SWEEP_PROGRESS, mapping={job.id: job.finished for job in jobs})
+        stalled = [job for job in jobs if seen.get(job.id) == job.finished]
+        candidates = {(job.id, c) for job in stalled for c in job.outstanding - set(job.claims)} - handled
+        if not candidates:
+            return []
+        known = self._in_broker({job.queue for job in stalled})
+        if known is None:
+            return []
+        missing = candidates - known
+        scanned = {job.id for job in stalled}
+        suspects = {_s(k): float(v) for k, v in self.r.hgetall(keys.SWEEP_SUSPECTS).items()}
+        by_id = {job.id: job for job in stalled}
+        lost, fresh = [], {}
+        for job_id, chunk in sorted(missing):
+            first = suspects.get(f"{job_id}.{chunk}")
+            if first is None:
+                fresh[f"{job_id}.{chunk}"] = now
+            elif now - first >= self.interval:
+                job = by_id[job_id]
+                lost.append(LostChunk(job_id, chunk, job.queue, job.priority,
+                                      "neither queued, reserved nor claimed by any worker: the broker lost it"))
+        if fresh:
+            self.r.hset(keys.SWEEP_SUSPECTS, mapping=fresh)
+        self._drop_suspects(lambda job_id, chunk: job_id in scanned and (job_id, chunk) not in missing)
+        return lost
+
+    def _in_broker(self, queues: Iterable[str]) -> set[tuple[str, int]] | None:
+        """(job, chunk) of every chunk message queued or reserved now; None when the queues are too long to read."""
+        names = [name for q in sorted(queues) for name in self.layout.lists(q)]
+        with self.r.pipeline(transaction=False) as p:
+            for name in names:
+                p.llen(name)
+            queued = sum(p.execute())
+        if queued > self.max_scan:
+            log.info("lost-chunk sweep deferred: %d messages queued (reads at most %d)", queued, self.max_scan)
+            return None
+        with self.r.pipeline(transaction=False) as p:
+            for name in names:
+                p.lrange(name, 0, -1)
+            p.hvals(self.layout.unacked)
+            *lists, reserved = p.execute()
+        known: set[tuple[str, int]] = set()
+        for raw in (m for msgs in lists for m in msgs):
+            _add_task(known, json.loads(raw))
+        for raw in reserved:
+            _add_task(known, json.loads(raw)[0])  # [message, exchange, routing key]
+        return known
+
+    def _drop_suspects(self, drop: Callable[[str, int], bool]) -> None:
+        stale = []
+        for key in self.r.hkeys(keys.SWEEP_SUSPECTS):
+            job_id, _, chunk = _s(key).rpartition(".")
+            if drop(job_id, int(chunk)):
+                stale.append(key)
+        if stale:
+            self.r.hdel(keys.SWEEP_SUSPECTS, *stale)
+
+    def _send_again(self, lost: LostChunk, now: float) -> None:
+        items = chunks.chunk_items(self.r, lost.job_id, lost.chunk)
+        if items is None:  # completed since this round looked
+            return
+        self.republish(lost, items, int(now * 1000))
+        with self.r.pipeline(transaction=False) as p:
+            p.hdel(keys.job_claims(lost.job_id), str(lost.chunk))
+            p.hdel(keys.SWEEP_SUSPECTS, f"{lost.job_id}.{lost.chunk}")
+            p.execute()
+        log.warning("job %s: chunk %d sent again (%d items): %s", lost.job_id, lost.chunk, len(items), lost.reason)
+
+
+def _add_task(known: set[tuple[str, int]], message: dict) -> None:
+    parsed = chunks.parse_task_id(str((message.get("headers") or {}).get("id", "")))
+    if parsed is not None:
+        known.add(parsed)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def celery_republisher(app: Celery) -> Republish:
+    """Send a lost chunk through the worker's own Celery app, to the queue and priority of its job."""
+    def republish(lost: LostChunk, items: list, attempt: int) -> None:
+        chunks.send_chunk(app, lost.job_id, lost.chunk, items, queue=lost.queue, priority=lost.priority,
+                          attempt=attempt)
+    return republish
