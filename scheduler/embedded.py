@@ -83,13 +83,8 @@ class EmbeddedRedis:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 10)
         self.proc = None
 
     def __enter__(self) -> Self:
@@ -115,8 +110,8 @@ def start_worker(redis_url: str, *args: str, log_path: Path | None = None,
             out.close()  # type: ignore[union-attr]
 
 
-def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM (drain and hand back unstarted work), then SIGKILL if it does not exit in ``timeout``."""
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM (a worker drains and hands back unstarted work), then SIGKILL if it does not exit in ``timeout``."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -125,6 +120,9 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+stop_worker = stop_process
 
 
 class EmbeddedFleet:

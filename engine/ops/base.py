@@ -9,7 +9,8 @@ shapes.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Op:
             self.setup(node)
         except OpError:
             raise
-        except Exception as exc:  # noqa: BLE001 - rewrapped with the node's identity
+        except Exception as exc:
             raise OpError(self.op_type or node.op_type, self.name, f"bad attributes: {exc}") from exc
 
     # -- for subclasses --------------------------------------------------------
@@ -65,12 +66,26 @@ class Op:
             result = self.run(*inputs)
         except OpError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the single place op failures are wrapped
+        except Exception as exc:
             shapes = [None if x is None else list(np.shape(x)) for x in inputs]
             raise OpError(self.op_type, self.name, f"{type(exc).__name__}: {exc}", shapes) from exc
         if isinstance(result, tuple):
             return list(result)
         return [result]
+
+
+class AxesOp(Op):
+    """An op whose ``axes`` moved from an attribute (older opsets) to an optional second input."""
+
+    min_inputs = 1
+    max_inputs = 2
+
+    def setup(self, node: Node) -> None:
+        self.attr_axes = as_int_list(node.attrs.get("axes"))
+
+    def axes(self, axes: Array | None) -> list[int] | None:
+        """The input's axes when given, else the attribute's; None when neither is."""
+        return as_int_list(axes) if axes is not None else self.attr_axes
 
 
 def normalize_axis(axis: int, rank: int) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 from engine.graph import Node
 from engine.ops.base import Array, Op
 from engine.ops.conv_kernels import ACTIVATIONS, ConvPlan, conv, make_plan, pad_input
-from engine.ops.spatial import WindowAttrs
+from engine.ops.spatial import WindowAttrs, parse_group
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -38,9 +38,7 @@ class Conv(Op):
 
     def setup(self, node: Node) -> None:
         self.window = WindowAttrs.parse(node)
-        self.group = int(self.attr("group", 1))
-        if self.group < 1:
-            raise ValueError(f"group must be positive, got {self.group}")
+        self.group = parse_group(node)
         activation = self.attr("activation")
         if isinstance(activation, bytes):
             activation = activation.decode()

@@ -10,7 +10,7 @@ from engine.graph import Node
 from engine.ops import threads
 from engine.ops.base import Array, Op, as_int_list
 from engine.ops.conv import compute_dtype
-from engine.ops.spatial import WindowAttrs
+from engine.ops.spatial import WindowAttrs, parse_group
 
 # Bytes of GEMM result one col2im band may hold.
 BAND_BYTES = 1 << 22
@@ -30,9 +30,7 @@ class ConvTranspose(Op):
 
     def setup(self, node: Node) -> None:
         self.window = WindowAttrs.parse(node)
-        self.group = int(self.attr("group", 1))
-        if self.group < 1:
-            raise ValueError(f"group must be positive, got {self.group}")
+        self.group = parse_group(node)
         self.output_padding = as_int_list(self.attr("output_padding"))
         self.output_shape = as_int_list(self.attr("output_shape"))
         self._packed: tuple[Array, Array] | None = None

@@ -9,26 +9,22 @@ through. ``keepdims`` (default 1) keeps reduced axes as size 1.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import numpy as np
 
 from engine.graph import Node
-from engine.ops.base import Array, Op, as_int_list
+from engine.ops.base import Array, AxesOp
 
 
-class _Reduce(Op):
-    min_inputs: ClassVar[int] = 1
-    max_inputs: ClassVar[int] = 2
-
+class _Reduce(AxesOp):
     def setup(self, node: Node) -> None:
-        self.attr_axes = as_int_list(node.attrs.get("axes"))
+        super().setup(node)
         self.keepdims = bool(node.attrs.get("keepdims", 1))
         self.noop_empty = bool(node.attrs.get("noop_with_empty_axes", 0))
 
     def run(self, x: Array, axes: Array | None = None) -> Array:
         x = np.asarray(x)
-        axis_list = as_int_list(axes) if axes is not None else self.attr_axes
+        axis_list = self.axes(axes)
         if not axis_list:
             if self.noop_empty:
                 return x

@@ -14,6 +14,14 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def parse_group(node: Node) -> int:
+    """Conv/ConvTranspose ``group``: how many independent channel groups (1 = dense, C = depthwise)."""
+    group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+    if group < 1:
+        raise ValueError(f"group must be positive, got {group}")
+    return group
+
+
 @dataclass(frozen=True)
 class WindowAttrs:
     """The window attributes of a Conv/Pool node, any of which may be left to their defaults.

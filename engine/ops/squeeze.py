@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.graph import Node
-from engine.ops.base import Array, Op, as_int_list, normalize_axis
+from engine.ops.base import Array, AxesOp, normalize_axis
 
 
-class Squeeze(Op):
+class Squeeze(AxesOp):
     op_type = "Squeeze"
-    min_inputs = 1
-    max_inputs = 2
-
-    def setup(self, node: Node) -> None:
-        self.attr_axes = as_int_list(node.attrs.get("axes"))
 
     def run(self, x: Array, axes: Array | None = None) -> Array:
-        axis_list = as_int_list(axes) if axes is not None else self.attr_axes
+        axis_list = self.axes(axes)
         if axis_list is None:
             return np.squeeze(x)
         picked = {normalize_axis(a, x.ndim) for a in axis_list}

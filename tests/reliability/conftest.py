@@ -23,7 +23,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-from scheduler.embedded import free_port, redis_server_binary
+from scheduler.embedded import free_port, redis_server_binary, stop_process
 from tests.integration.conftest import (  # noqa: F401  (fixtures, re-exported for this folder)
     python_env,
     r,
@@ -139,13 +139,8 @@ class StoreService:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 10)
 
 
 @pytest.fixture
