@@ -19,7 +19,13 @@ from engine.exceptions import ModelFormatError
 from engine.graph import Graph, Model, Node
 from engine.proto import corral_model_pb2 as pb
 from engine.tensors import (
-    QuantizedTensor, check_dims, dtype_from_proto, dtype_to_proto, tensor_from_proto, tensor_to_proto)
+    QuantizedTensor,
+    check_dims,
+    dtype_from_proto,
+    dtype_to_proto,
+    tensor_from_proto,
+    tensor_to_proto,
+)
 
 FORMAT_VERSION = 1
 MAX_PACKAGE_BYTES = 2 << 30  # protobuf's own message limit

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from engine.description import ModelDescription
 from engine.exceptions import ModelFormatError, UnsupportedOpError
-from engine.tensors import Weight, stored_nbytes, storage_kind
+from engine.tensors import Weight, storage_kind, stored_nbytes
 
 AttrValue = int | float | str | np.ndarray | list[int] | list[float] | list[str]
 

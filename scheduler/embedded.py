@@ -64,12 +64,11 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        log = open(self.state_dir / "redis.log", "ab")
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.state_dir),
-             "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
+        with open(self.state_dir / "redis.log", "ab") as log:  # the child holds its own descriptor
+            self.proc = subprocess.Popen(
+                [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.state_dir),
+                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
@@ -101,7 +100,7 @@ def worker_command(redis_url: str, *args: str) -> list[str]:
 
 def start_worker(redis_url: str, *args: str, log_path: Path | None = None,
                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
     try:
         return subprocess.Popen(worker_command(redis_url, *args), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})

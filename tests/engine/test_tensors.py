@@ -19,8 +19,22 @@ from hypothesis import strategies as st
 from engine.exceptions import ModelFormatError
 from engine.proto import corral_model_pb2 as pb
 from engine.tensors import (
-    MAX_DIM, MAX_ELEMENTS, MAX_RANK, QuantizedTensor, check_dims, dtype_from_proto, dtype_to_proto, pack_bits,
-    packed_size, storage_kind, stored_nbytes, tensor_from_proto, tensor_to_proto, to_float_array, unpack_bits)
+    MAX_DIM,
+    MAX_ELEMENTS,
+    MAX_RANK,
+    QuantizedTensor,
+    check_dims,
+    dtype_from_proto,
+    dtype_to_proto,
+    pack_bits,
+    packed_size,
+    storage_kind,
+    stored_nbytes,
+    tensor_from_proto,
+    tensor_to_proto,
+    to_float_array,
+    unpack_bits,
+)
 
 BITS = range(1, 9)
 
@@ -181,13 +195,13 @@ def test_nbytes_counts_packed_codes_and_parameters() -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(packed=b"\x00"), "need 4 bytes, package holds 1"),
-    (dict(bits=0), "bits must be 1..8"),
-    (dict(bits=9), "bits must be 1..8"),
-    (dict(scale=np.ones(3, np.float32)), "1 or 5 scales/biases, found 3/5"),
-    (dict(axis=3), "axis 3 out of range"),
-    (dict(axis=-2), "axis -2 out of range"),
-    (dict(scheme="cubic"), "unknown quantization scheme"),
+    ({"packed": b"\x00"}, "need 4 bytes, package holds 1"),
+    ({"bits": 0}, "bits must be 1..8"),
+    ({"bits": 9}, "bits must be 1..8"),
+    ({"scale": np.ones(3, np.float32)}, "1 or 5 scales/biases, found 3/5"),
+    ({"axis": 3}, "axis 3 out of range"),
+    ({"axis": -2}, "axis -2 out of range"),
+    ({"scheme": "cubic"}, "unknown quantization scheme"),
 ])
 def test_linear_validation_names_the_problem(change: dict, message: str) -> None:
     q, _ = _linear((5, 3), 2, 0)
@@ -199,10 +213,10 @@ def test_linear_validation_names_the_problem(change: dict, message: str) -> None
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(palette=np.zeros(7, np.float32)), "needs 3 palettes of 4 entries, found 7"),
-    (dict(group_size=0), "needs group_size > 0"),
-    (dict(group_size=MAX_DIM + 1), "group size .* exceeds"),
-    (dict(axis=-5), "axis -5 out of range"),
+    ({"palette": np.zeros(7, np.float32)}, "needs 3 palettes of 4 entries, found 7"),
+    ({"group_size": 0}, "needs group_size > 0"),
+    ({"group_size": MAX_DIM + 1}, "group size .* exceeds"),
+    ({"axis": -5}, "axis -5 out of range"),
 ])
 def test_lookup_table_validation_names_the_problem(change: dict, message: str) -> None:
     q, _ = _lut((5, 3), 2, 0, group_size=2)
