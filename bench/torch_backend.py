@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -51,8 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best reported)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch and onnxruntime")
     parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA table (bench/gpu_check.sh)")
+    parser.add_argument("--channels-last", choices=["default", "on", "off"], default="default",
+                        help="the torch backend's channels_last option (default: the backend's choice per device)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "torch_backend.json"))
     return parser.parse_args(argv)
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {} if args.channels_last == "default" else {"channels_last": args.channels_last == "on"}
 
 
 def model_path() -> Path:
@@ -91,7 +96,7 @@ def cpu_rows(model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     opts.intra_op_num_threads = args.threads
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(model_path()), opts, providers=["CPUExecutionProvider"])
-    compiled = compile(model, "torch", "cpu")
+    compiled = compile(model, "torch", "cpu", backend_options=backend_options(args))
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
@@ -111,8 +116,8 @@ def cpu_rows(model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 def gpu_rows(model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     sync = torch.cuda.synchronize
-    fp32 = compile(model, "torch", "cuda:0")
-    fp16 = compile(model, "torch", "cuda:0", precision="fp16")
+    fp32 = compile(model, "torch", "cuda:0", backend_options=backend_options(args))
+    fp16 = compile(model, "torch", "cuda:0", precision="fp16", backend_options=backend_options(args))
     for size in (int(s) for s in args.gpu_sizes.split(",")):
         for batch in (int(b) for b in args.gpu_batches.split(",")):
             batch_items = items(size, batch)
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         image_scale=1 / 255))
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(),
                               "torch": torch.__version__, "threads": args.threads,
-                              "channels_last": os.environ.get("CORRAL_TORCH_CHANNELS_LAST", "0"),
+                              "channels_last": args.channels_last,
                               "cpu": [] if args.skip_cpu else cpu_rows(model, args),
                               "cuda": gpu_rows(model, args) if torch.cuda.is_available() else [],
                               "cuda_note": "" if torch.cuda.is_available() else "no CUDA device on this machine"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 def compile(model: Model, backend: str = "numpy", device: str = "cpu",
             cache_dir: str | os.PathLike[str] | None = None, *, plan_ahead: bool = True,
             max_plans: int = MAX_PLANS, skip_passes: Sequence[str] = (), precision: str = "fp32",
-            plugins: str | Sequence[str] | None = None) -> CompiledModel:
+            plugins: str | Sequence[str] | None = None,
+            backend_options: Mapping[str, Any] | None = None) -> CompiledModel:
     """Compile ``model`` for ``backend`` on ``device``; the caller's model is left untouched.
 
     ``cache_dir`` (e.g. :func:`engine.compiled_cache.default_cache_dir()`)
@@ -48,6 +49,10 @@ def compile(model: Model, backend: str = "numpy", device: str = "cpu",
     :func:`engine.backends.resolve_backend`); ``precision`` is ``fp32`` or,
     on the torch backend with a CUDA device, ``fp16``. ``plugins`` lists
     modules that register custom layer/model classes (:mod:`engine.custom`).
+    ``backend_options`` are the backend's own knobs, passed to its
+    ``context`` (e.g. the torch backend's ``channels_last``, see
+    :data:`engine.backends.torch_backend.OPTIONS`); they are part of the
+    cache key, and a backend without such options refuses them.
     """
     be = backend_module(resolve_backend(backend, device))
     device = be.check_device(device)
@@ -57,8 +62,10 @@ def compile(model: Model, backend: str = "numpy", device: str = "cpu",
     check_implementations(model, plugins)
     if model.description.custom_model:
         return compile_custom_model(model, be.NAME, device, digest, plugins)
-    kit = bind_backend(be, device, precision)
+    given = {k: v for k, v in (backend_options or {}).items() if v is not None}
+    kit = bind_backend(be, device, precision, given)
     options = ",".join(sorted(set(skip_passes))) + (f";precision={precision}" if precision != "fp32" else "")
+    options += "".join(f";{k}={given[k]}" for k in sorted(given))
     path = entry_path(cache_dir, digest, be.NAME, device, options) if cache_dir is not None else None
     if path is not None and path.exists():
         try:
@@ -116,14 +123,17 @@ def _assemble(entry: CompiledEntry, be: Any, max_plans: int, from_cache: bool) -
     return compiled
 
 
-def bind_backend(be: ModuleType, device: str, precision: str) -> Any:
-    """The backend bound to ``device`` and ``precision`` (its ``context``), or the module itself.
+def bind_backend(be: ModuleType, device: str, precision: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The backend bound to ``device``, ``precision`` and its ``options`` (its ``context``), or the module itself.
 
-    A backend without ``context`` (numpy) computes in float32 only.
+    A backend without ``context`` (numpy) computes in float32 only and takes no options.
     """
     bind = getattr(be, "context", None)
     if bind is not None:
-        return bind(device, precision)
+        return bind(device, precision, **dict(options or {}))
+    if options:
+        raise BackendError(f"the {be.NAME} backend takes no backend options (got {', '.join(sorted(options))}); "
+                           "they are for --backend torch")
     if precision != "fp32":
         raise BackendError(f"the {be.NAME} backend computes in float32 only, not {precision!r}; "
                            "use --backend torch with a CUDA device for fp16")

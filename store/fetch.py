@@ -182,15 +182,18 @@ class ModelFetcher:
         _touch(path)
         return path
 
-    def fetch(self, ref: str | ModelRef, device: str = "cpu", backend: str = "numpy") -> Any:
-        """The compiled model for ``ref`` on ``device`` with ``backend``: an :class:`engine.CompiledModel`."""
+    def fetch(self, ref: str | ModelRef, device: str = "cpu", backend: str = "numpy",
+              precision: str = "fp32") -> Any:
+        """The compiled model for ``ref`` on ``device`` with ``backend`` (and ``precision``, see
+        :func:`engine.compile`): an :class:`engine.CompiledModel`."""
         path = self.fetch_package(ref)
-        return self._compile(path, str(ref), device, backend, self.last)
+        return self._compile(path, str(ref), device, backend, self.last, precision)
 
-    def load_path(self, path: str | os.PathLike[str], device: str = "cpu", backend: str = "numpy") -> Any:
+    def load_path(self, path: str | os.PathLike[str], device: str = "cpu", backend: str = "numpy",
+                  precision: str = "fp32") -> Any:
         """The compiled model for a package file given by path (no store), through the same compiled cache."""
         times = self.last = FetchTimes(level="path")
-        return self._compile(Path(path), str(path), device, backend, times)
+        return self._compile(Path(path), str(path), device, backend, times, precision)
 
     def describe(self, ref: str | ModelRef) -> dict[str, Any]:
         """What the store's manifest says about the model ``ref`` names (inputs, outputs, ops, custom
@@ -198,14 +201,16 @@ class ModelFetcher:
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         return self.source.describe(ref)
 
-    def _compile(self, path: Path, what: str, device: str, backend: str, times: FetchTimes) -> Any:
+    def _compile(self, path: Path, what: str, device: str, backend: str, times: FetchTimes,
+                 precision: str = "fp32") -> Any:
         import engine
 
         started = time.perf_counter()
         model = engine.load(path)
         times.load = time.perf_counter() - started
         started = time.perf_counter()
-        compiled = engine.compile(model, backend=backend, device=device, cache_dir=self.compiled)
+        compiled = engine.compile(model, backend=backend, device=device, cache_dir=self.compiled,
+                                  precision=precision)
         times.compile = time.perf_counter() - started
         if compiled.from_cache:
             times.level = "compiled-cache"
@@ -217,10 +222,10 @@ class ModelFetcher:
         self.trim()
         return compiled
 
-    def loader(self, key: tuple[str, str, str]) -> Any:
-        """A :class:`workers.model_cache.ModelCache` loader for keys ``(ref, backend, device)``."""
-        ref, backend, device = key
-        return self.fetch(ref, device=device, backend=backend)
+    def loader(self, key: tuple[str, ...]) -> Any:
+        """A :class:`workers.model_cache.ModelCache` loader for keys ``(ref, backend, device[, precision])``."""
+        ref, backend, device = key[:3]
+        return self.fetch(ref, device=device, backend=backend, precision=key[3] if len(key) > 3 else "fp32")
 
     def trim(self) -> None:
         """Keep each disk cache under its budget, dropping the least recently used files."""

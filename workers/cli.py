@@ -45,10 +45,22 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     raise click.BadParameter("use cpu, cuda or cuda:N")
 
 
+def check_precision(precision: str, backend: str, device: str) -> None:
+    """fp16 runs only on the torch backend with a CUDA device (the CPU computes float32 only)."""
+    if precision == "fp32":
+        return
+    if backend != "torch" or not device.startswith("cuda"):
+        raise click.UsageError(f"--precision {precision} needs the torch backend on a CUDA device (got --backend "
+                               f"{backend} --device {device}); use --device cuda:N with --backend torch or auto, "
+                               "or --precision fp32")
+
+
 @click.command()
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N")
 @click.option("--backend", type=click.Choice(["auto", *BACKENDS, "torch"]), default="auto", show_default=True,
               help="auto: numpy on cpu, torch on cuda")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16: half precision, with --backend torch (or auto) on a CUDA device only")
 @click.option("--max-batch", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--max-delay-ms", type=click.FloatRange(0), default=20.0, show_default=True,
               help="longest an item waits for its batch to fill")
@@ -70,10 +82,10 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--cache-dir", type=click.Path(file_okay=False), envvar=ENV_CACHE_DIR, default=None,
               help=f"downloaded and compiled model caches [env {ENV_CACHE_DIR}; default ~/.cache/corral]")
 @click.option("--loglevel", default="warning", show_default=True)
-def worker(device: str, backend: str, max_batch: int, max_delay_ms: float, memory_budget: str, concurrency: int,
-           decode_threads: int, redis_url: str | None, visibility_timeout: float | None, metrics_port: int | None,
-           plugins: tuple[str, ...], store_url: str | None, store_root: str | None, cache_dir: str | None,
-           loglevel: str) -> None:
+def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_ms: float, memory_budget: str,
+           concurrency: int, decode_threads: int, redis_url: str | None, visibility_timeout: float | None,
+           metrics_port: int | None, plugins: tuple[str, ...], store_url: str | None, store_root: str | None,
+           cache_dir: str | None, loglevel: str) -> None:
     """Run a worker for one device until stopped (SIGTERM/Ctrl-C drains and hands back unstarted work)."""
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -81,10 +93,11 @@ def worker(device: str, backend: str, max_batch: int, max_delay_ms: float, memor
     except (WorkerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     settings = base.with_(
-        redis_url=redis_url, device=device, backend=backend, concurrency=concurrency,
+        redis_url=redis_url, device=device, backend=backend, precision=precision, concurrency=concurrency,
         memory_budget=parse_size(memory_budget), visibility_timeout=visibility_timeout, metrics_port=metrics_port,
         plugins=tuple(plugins) or None, store=base.store.with_(url=store_url, root=store_root, cache_dir=cache_dir),
         batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_threads=decode_threads))
+    check_precision(precision, settings.resolved_backend(), device)
     app = make_app(QueueConfig(redis_url=settings.redis_url, visibility_timeout=settings.visibility_timeout))
     app.conf.worker_enable_remote_control = False
     register_tasks(app)

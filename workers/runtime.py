@@ -26,7 +26,7 @@ from workers.sweeper import BrokerLayout, ChunkSweeper, celery_republisher
 
 __all__ = ["ModelKey", "WorkerRuntime", "WorkerSettings", "current_runtime", "set_runtime"]
 
-ModelKey = tuple[str, str, str]  # (pinned store reference or package path, backend, device)
+ModelKey = tuple[str, str, str, str]  # (pinned store reference or package path, backend, device, precision)
 
 
 def custom_implementations() -> list[str]:
@@ -82,15 +82,15 @@ class WorkerRuntime:
         self.sweeper: ChunkSweeper | None = None
 
     def model_key(self, job: JobRecord) -> ModelKey:
-        return (job.model_path, self.backend, self.settings.device)
+        return (job.model_path, self.backend, self.settings.device, self.settings.precision)
 
     def _load(self, key: ModelKey) -> CompiledModel:
         """Store references through the fetcher (download, verify, compile, disk caches); package paths
         compiled through the same compiled-model cache."""
-        ref, backend, device = key
+        ref, backend, device, precision = key
         if is_store_ref(ref):
-            return self.fetcher.loader((ref, backend, device))
-        return self.fetcher.load_path(ref, device=device, backend=backend)
+            return self.fetcher.loader((ref, backend, device, precision))
+        return self.fetcher.load_path(ref, device=device, backend=backend, precision=precision)
 
     def job(self, job_id: str) -> JobRecord:
         """The job's request (immutable once submitted, so cached; status is read separately)."""

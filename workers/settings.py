@@ -29,6 +29,7 @@ class WorkerSettings:
     redis_url: str = DEFAULT_REDIS_URL
     device: str = "cpu"
     backend: str = "auto"
+    precision: str = "fp32"  # fp16: torch backend on CUDA only (checked by `corral worker`)
     concurrency: int = 16
     memory_budget: int = 2 * 1024**3
     batcher: BatcherConfig = field(default_factory=BatcherConfig)

@@ -23,10 +23,25 @@ skipped, which is what the test suite exercises on machines without a GPU.
 Precision: ``fp32`` everywhere; ``fp16`` on CUDA only. On the CPU fp16 is
 refused with an error rather than silently run in float32, so a job never
 reports half-precision numbers it did not compute.
+
+Options (``compile(..., backend_options={...})``, see :data:`OPTIONS`):
+
+* ``channels_last``: 2-D convolutions and the ops between them in NHWC
+  memory. Default: on for the CPU, where oneDNN's NHWC convolutions ran the
+  style network's layers 1.3-2x faster than NCHW (bench/engine.py); off on
+  CUDA until measured there (bench/gpu_check.sh).
+* ``buffer_pool_mb``: on the CPU, large results (reflect Pad, instance norm)
+  are written into buffers reused across runs, up to this many MiB per
+  compiled model (0: off); see :mod:`engine.backends.torch_ops.buffers`.
+
+On the CPU, torch's intra-op thread count follows the engine's
+(:func:`engine.ops.threads.num_threads`: the CPUs this process may use,
+unless set) each time a graph runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -35,15 +50,37 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.backends.torch_ops import Fallback, TorchKernel, make_kernel
+from engine.backends.torch_ops import Fallback, KernelOptions, TorchKernel, make_kernel
+from engine.backends.torch_ops.buffers import BufferPool
 from engine.exceptions import BackendError
 from engine.graph import Node
 from engine.ops import make_op
+from engine.ops import threads as engine_threads
 
 log = logging.getLogger(__name__)
 
 NAME = "torch"
 PRECISIONS = ("fp32", "fp16")
+# Compile options (``backend_options``) and their types; None / absent means the device's default.
+OPTIONS: dict[str, type] = {"channels_last": bool, "buffer_pool_mb": int}
+DEFAULT_BUFFER_POOL_MB = 1024
+
+
+def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``backend_options`` checked against :data:`OPTIONS` (names and types); Nones dropped."""
+    out: dict[str, Any] = {}
+    for name, value in (options or {}).items():
+        kind = OPTIONS.get(name)
+        if kind is None:
+            raise BackendError(f"the torch backend has no option {name!r}; it takes {', '.join(sorted(OPTIONS))}")
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BackendError(f"torch backend option {name}={value!r}: expected {kind.__name__}")
+        if kind is int and value < 0:
+            raise BackendError(f"torch backend option {name}={value!r}: expected a non-negative number")
+        out[name] = value
+    return out
 
 
 def check_device(device: str) -> str:
@@ -73,7 +110,8 @@ class TorchContext:
 
     NAME = NAME
 
-    def __init__(self, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, device: str = "cpu", precision: str = "fp32", *, channels_last: bool | None = None,
+                 buffer_pool_mb: int | None = None) -> None:
         if precision not in PRECISIONS:
             raise BackendError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
         self.device = torch.device(check_device(device))
@@ -89,11 +127,16 @@ class TorchContext:
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # autotune conv algorithms per input shape
             self.upload_stream = torch.cuda.Stream(self.device)
+        self.channels_last = (not self.cuda) if channels_last is None else bool(channels_last)
+        pool_mb = DEFAULT_BUFFER_POOL_MB if buffer_pool_mb is None else int(buffer_pool_mb)
+        # CUDA's caching allocator already reuses device memory
+        pool = BufferPool(pool_mb << 20) if pool_mb > 0 and not self.cuda else None
+        self.kernel_options = KernelOptions(channels_last=self.channels_last, pool=pool)
 
     # ------------------------------------------------------------ kernels
     def build_kernel(self, node: Node) -> TorchNode:
         host = make_op(node)
-        return TorchNode(self, node.op_type, host, make_kernel(host))
+        return TorchNode(self, node.op_type, host, make_kernel(host, self.kernel_options))
 
     def wrap_custom(self, node: Node, host_kernel: Callable[[Sequence[Any]], list[Any]],
                     device_kernel: Any | None) -> TorchNode:
@@ -101,8 +144,13 @@ class TorchContext:
         kernel = None if device_kernel is None else CustomTorchKernel(self, device_kernel)
         return TorchNode(self, node.op_type, host_kernel, kernel)
 
-    def run_context(self) -> torch.inference_mode:
-        """Entered around each graph run: no autograd bookkeeping (version counters, views)."""
+    def run_context(self) -> contextlib.AbstractContextManager[Any]:
+        """Entered around each graph run: no autograd bookkeeping (version counters, views); on the CPU,
+        torch's threads set to the engine's count first (torch's own default may count other CPUs)."""
+        if not self.cuda:
+            count = engine_threads.num_threads()
+            if torch.get_num_threads() != count:
+                torch.set_num_threads(count)
         return torch.inference_mode()
 
     # ------------------------------------------------------------ values
@@ -203,9 +251,10 @@ class CustomTorchKernel:
         return self.layer_kernel.check_outputs(self.layer_kernel.layer.evaluate_torch(data), data)
 
 
-def context(device: str = "cpu", precision: str = "fp32") -> TorchContext:
-    """The backend bound to ``device`` and ``precision``; the compiler builds every kernel through it."""
-    return TorchContext(device, precision)
+def context(device: str = "cpu", precision: str = "fp32", **options: Any) -> TorchContext:
+    """The backend bound to ``device``, ``precision`` and :data:`OPTIONS`; the compiler builds every kernel
+    through it."""
+    return TorchContext(device, precision, **check_options(options))
 
 
 _CPU: TorchContext | None = None

@@ -17,13 +17,14 @@ the host (numpy).
 from __future__ import annotations
 
 import importlib
-import os
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
 
+from engine.backends.torch_ops.buffers import BufferPool
 from engine.ops.base import Op
 
 TORCH_KERNELS: dict[str, str] = {
@@ -41,17 +42,28 @@ TORCH_KERNELS: dict[str, str] = {
 }
 
 
-def _channels_last_default() -> bool:
-    return os.environ.get("CORRAL_TORCH_CHANNELS_LAST", "0").strip().lower() in ("1", "true", "yes", "on")
+@dataclass(frozen=True)
+class KernelOptions:
+    """How a context's kernels compute (compile options, see :class:`engine.backends.torch_backend.TorchContext`).
+
+    ``channels_last``: 2-D convolutions run in channels-last (NHWC) memory,
+    weights converted once, and the ops between them (reflect Pad, instance
+    norm, Add, Resize) keep that layout. ``pool``: large CPU results are
+    written into reused buffers (:mod:`engine.backends.torch_ops.buffers`).
+    """
+
+    channels_last: bool = False
+    pool: BufferPool | None = None
+
+    def empty(self, shape: tuple[int, ...] | torch.Size, like: torch.Tensor,
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """An uninitialized result tensor on ``like``'s device and dtype (pooled on the CPU when enabled)."""
+        if self.pool is not None and like.device.type == "cpu":
+            return self.pool.empty(shape, like.dtype, memory_format)
+        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
 
 
-# ``CORRAL_TORCH_CHANNELS_LAST=1``: 2-D convolutions compute in channels-last
-# (NHWC) memory, and the ops between them (reflect Pad, the fused instance
-# norm, Add, Resize) keep that layout. On a 2-core CPU the convolutions of
-# multistyle26 ran ~1.5x faster so, but the model's output moved 1.3e-4 from
-# the numpy reference on a real photo (over the 1e-4 bound), so it is off by
-# default; bench/gpu_check.sh measures it on CUDA.
-CHANNELS_LAST: bool = _channels_last_default()
+DEFAULT_OPTIONS = KernelOptions()
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -66,8 +78,9 @@ class Fallback(Exception):
 class TorchKernel:
     """Base of every torch kernel: holds the numpy op (parsed attributes) it mirrors."""
 
-    def __init__(self, op: Op) -> None:
+    def __init__(self, op: Op, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         self.op = op
+        self.options = options
 
     def run(self, *inputs: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
         raise NotImplementedError
@@ -119,7 +132,7 @@ def kernel_class(op_type: str) -> type[TorchKernel] | None:
     return cls
 
 
-def make_kernel(op: Op) -> TorchKernel | None:
+def make_kernel(op: Op, options: KernelOptions = DEFAULT_OPTIONS) -> TorchKernel | None:
     """The torch kernel for ``op``'s node, or None when the op always runs on the host."""
     cls = kernel_class(op.op_type)
-    return None if cls is None else cls(op)
+    return None if cls is None else cls(op, options)

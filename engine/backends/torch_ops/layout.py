@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_ints
+from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_ints, is_channels_last
 from engine.backends.torch_ops.linear import torch_pads
 from engine.ops.base import normalize_axis
 
@@ -116,6 +116,10 @@ class Slice(TorchKernel):
         return y
 
 
+# 2-D reflect / edge padding with an ``out=`` form
+POOLED_PADS: dict[str, Any] = {"reflect": torch._C._nn.reflection_pad2d, "edge": torch._C._nn.replication_pad2d}
+
+
 class Pad(TorchKernel):
     """Constant padding of any axes; reflect/edge/wrap on up to the last three axes (torch's limits)."""
 
@@ -151,6 +155,13 @@ class Pad(TorchKernel):
             raise Fallback  # torch pads at most the last three axes in these modes
         if any(b >= x.shape[a] or e >= x.shape[a] for a, (b, e) in enumerate(width) if b or e):
             raise Fallback  # numpy repeats reflections; torch reflects once
+        if first >= 2 and rank == 4 and op.mode in POOLED_PADS and self.options.pool is not None \
+                and x.device.type == "cpu":
+            # into a reused buffer (a fresh 512x512x32 result costs as much in page faults as the copy)
+            out = self.options.empty([x.shape[0], x.shape[1]] + [x.shape[a] + b + e for a, (b, e) in
+                                                                 enumerate(width) if a >= 2], x,
+                                     torch.channels_last if is_channels_last(x) else torch.contiguous_format)
+            return POOLED_PADS[op.mode](x, torch_pads(width[2:]), out=out)
         if first >= 2 and 3 <= rank <= 5:
             # batch and channel unpadded: torch pads N-C-spatial directly, keeping channels-last memory
             return F.pad(x, torch_pads(width[2:]), mode=self.TORCH_MODES[op.mode])

@@ -11,8 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import engine.backends.torch_ops as torch_ops
-from engine.backends.torch_ops import Fallback, TorchKernel, floats
+from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, TorchKernel, floats
 from engine.backends.torch_ops.arithmetic import align
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -37,8 +36,8 @@ def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
 
 
 class Conv(TorchKernel):
-    def __init__(self, op: Any) -> None:
-        super().__init__(op)
+    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+        super().__init__(op, options)
         # (the weight tensor it was made from, its channels-last copy): made once per weight
         self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -66,7 +65,7 @@ class Conv(TorchKernel):
         else:
             x = F.pad(x, torch_pads(pads))
             padding = [0] * rank
-        if rank == 2 and torch_ops.CHANNELS_LAST:
+        if rank == 2 and self.options.channels_last:
             x, w = self._channels_last(x, w)
         bias = None if b is None else b.to(x.dtype).reshape(-1)
         y = CONV[rank](x, w.to(x.dtype), bias, stride=window.strides, padding=padding,

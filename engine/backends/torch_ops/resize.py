@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_ints
+from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, TorchKernel, floats, host_ints
 from engine.ops.base import normalize_axis
 from engine.ops.interpolation import Sampling, source_coords, taps
 
@@ -24,8 +24,8 @@ AxisPlan = tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
 class _Resample(TorchKernel):
-    def __init__(self, op: Any) -> None:
-        super().__init__(op)
+    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+        super().__init__(op, options)
         self._plans: dict[tuple, list[AxisPlan]] = {}
         self._repeats: dict[tuple, list[int]] = {}  # keys whose resize is a nearest integer repeat per axis
 

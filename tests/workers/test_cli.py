@@ -1,0 +1,20 @@
+"""`corral worker` refuses option combinations it cannot honour before it connects to anything."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from scheduler.cli import main
+
+
+def test_fp16_needs_torch_on_a_cuda_device() -> None:
+    for args in (["--precision", "fp16"], ["--device", "cuda:0", "--backend", "numpy", "--precision", "fp16"]):
+        result = CliRunner().invoke(main, ["worker", *args, "--redis-url", "redis://127.0.0.1:1/0"])
+        assert result.exit_code == 2, result.output
+        assert "--precision fp16 needs the torch backend on a CUDA device" in result.output
+
+
+def test_sizes_are_parsed_with_units() -> None:
+    from workers.cli import parse_size
+
+    assert parse_size("2GiB") == 2 * 1024**3 and parse_size("512M") == 512 * 1024**2 and parse_size("1000") == 1000
