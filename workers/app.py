@@ -24,13 +24,31 @@ Delivery settings, and why:
   kombu priority ``9 - p``.
 * ``task_ignore_result``: progress lives in the job record, never in one
   Celery result per image, so no result backend is configured.
+* ``broker_transport`` (:class:`RedisTransport`): kombu's Redis transport,
+  except that an acknowledgement or rejection that fails because Redis is
+  unreachable still frees the worker's prefetch slot. Stock kombu frees the
+  slot only after the Redis write succeeds, and Celery only logs "Couldn't
+  ack". When Redis restarts while every slot's chunk is finishing, all slots
+  leak: the channel sends no BRPOP without a free slot and quietly drops
+  its idle socket when the server closes it, so Celery never sees a lost
+  connection, and the worker sits idle beside a full queue until restarted.
+  No broker setting reaches this: heartbeats and ``health_check_interval``
+  watch sockets, and there is none left to watch. With the slot freed, the
+  next BRPOP fails, Celery reconnects, and consuming resumes. The chunk
+  whose ack failed is still in Redis's unacked set and is redelivered after
+  the visibility timeout; items it already recorded are not counted twice
+  (the finished set). Only for
+  ``redis://`` URLs: kombu derives TLS from the ``rediss`` scheme name,
+  which an explicit transport class would bypass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from scheduler import keys
 from scheduler.settings import DEFAULT_REDIS_URL
@@ -51,6 +69,40 @@ class QueueConfig:
 def kombu_priority(priority: int) -> int:
     """corral priority (0 lowest .. 9 highest) -> kombu Redis priority (0 popped first)."""
     return 9 - max(0, min(9, int(priority)))
+
+
+class ReleasingQoS(kombu_redis.QoS):
+    """kombu's Redis QoS, except that a failed ack or reject still frees the prefetch slot.
+
+    The parent raises before reaching its local bookkeeping (``_quick_ack``);
+    marking the tag only on failure keeps a tag that the event loop already
+    flushed from being counted twice. The error still propagates, so Celery
+    logs it as before.
+    """
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)
+        except BaseException:
+            self._quick_ack(delivery_tag)
+            raise
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except BaseException:
+            self._quick_ack(delivery_tag)
+            raise
+
+
+class RedisChannel(kombu_redis.Channel):
+    QoS = ReleasingQoS
+
+
+class RedisTransport(kombu_redis.Transport):
+    """``redis://`` as kombu ships it, with :class:`ReleasingQoS` on every channel."""
+
+    Channel = RedisChannel
 
 
 def make_app(config: QueueConfig | None = None) -> Celery:
@@ -77,4 +129,6 @@ def make_app(config: QueueConfig | None = None) -> Celery:
             "unacked_restore_throttle": 1,
         },
     )
+    if urlsplit(config.redis_url).scheme == "redis":  # rediss:// and sentinel:// keep kombu's own transport
+        app.conf.broker_transport = f"{__name__}:RedisTransport"
     return app

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
+import redis
+from kombu import Producer, Queue
 
-from workers.app import QueueConfig, kombu_priority, make_app
+from scheduler.embedded import EmbeddedRedis
+from workers.app import QueueConfig, RedisTransport, kombu_priority, make_app
 from workers.cli import parse_size
 
 
@@ -26,3 +31,33 @@ def test_parse_size() -> None:
     assert parse_size("1.5gb") == 1_500_000_000 and parse_size("1000") == 1000
     with pytest.raises(click.BadParameter):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("settle", ["ack", "reject"])
+def test_a_failed_ack_or_reject_still_frees_the_prefetch_slot(tmp_path: Path, settle: str) -> None:
+    """Redis gone while a chunk finishes: the slot must come back, or a worker whose every slot failed this way
+    never sends another BRPOP and so never notices that its connection died (it idles beside a full queue)."""
+    server = EmbeddedRedis(state_dir=tmp_path).start()
+    try:
+        app = make_app(QueueConfig(redis_url=server.url, visibility_timeout=10))
+        with app.connection_for_read() as conn:
+            assert isinstance(conn.transport, RedisTransport)
+            channel = conn.channel()
+            channel.basic_qos(prefetch_count=1)
+            queue = Queue("corral.test-qos", channel=channel)
+            queue.declare()
+            Producer(channel).publish({"n": 1}, routing_key=queue.name)
+            message = queue.get(no_ack=False)
+            assert message is not None and not channel.qos.can_consume()  # the one slot is taken
+            server.proc.kill()
+            server.proc.wait()
+            with pytest.raises(redis.ConnectionError):
+                message.ack() if settle == "ack" else message.reject(requeue=True)
+            assert channel.qos.can_consume()
+    finally:
+        server.stop()
+
+
+def test_only_plain_redis_urls_get_the_releasing_transport() -> None:
+    assert make_app(QueueConfig(redis_url="redis://example:1/0")).conf.broker_transport.endswith(":RedisTransport")
+    assert make_app(QueueConfig(redis_url="rediss://example:1/0")).conf.broker_transport is None  # TLS from scheme
