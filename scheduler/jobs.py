@@ -2,9 +2,13 @@
 
 A job is one hash (:func:`scheduler.keys.job`). Workers report each item's
 outcome through :func:`record_outcomes`, which adds the item to the job's
-*finished* set and bumps the matching counter in one optimistic transaction:
+*finished* set, bumps the matching counter, keeps failure reasons and ends
+the job when every item is in, all in one Lua script (:data:`RECORD_SCRIPT`):
 an item that is redelivered after a crash (and so reported twice) is counted
-once, and a crash between the two writes cannot lose a count.
+once, a crash between the writes cannot lose a count (a script runs whole or
+not at all), and a report costs one round trip. :func:`queue_outcomes` puts
+the same script on a caller's pipeline, so a worker counts a whole batch,
+across jobs, in one round trip.
 """
 
 from __future__ import annotations
@@ -140,10 +144,23 @@ def job_status(r: redis.Redis, job_id: str) -> JobStatus | None:
     return None if raw is None else JobStatus(_s(raw))
 
 
-def mark_started(r: redis.Redis, job_id: str) -> None:
-    """First item picked up by a worker: record the start time and move queued -> running."""
-    r.hsetnx(keys.job(job_id), "started", repr(time.time()))
-    _transition(r, job_id, {JobStatus.QUEUED}, JobStatus.RUNNING)
+# KEYS: job hash. ARGV: now. Sets `started` once and moves queued -> running; a missing job is left alone.
+START_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], 'started', ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running')
+  return 1
+end
+return 0
+"""
+
+
+def mark_started(r: redis.Redis, job_id: str) -> bool:
+    """First item picked up by a worker: record the start time and move queued -> running (one round trip).
+
+    True if this call moved the job to running."""
+    return bool(r.eval(START_SCRIPT, 1, keys.job(job_id), repr(time.time())))
 
 
 def cancel_job(r: redis.Redis, job_id: str) -> bool:
@@ -173,6 +190,32 @@ def _transition(r: redis.Redis, job_id: str, allowed: set[JobStatus], to: JobSta
                 continue
 
 
+# KEYS: job hash, finished set, failures hash. ARGV: now, then (index, outcome, failure JSON or "") per item.
+# SADD answers whether an index is new, which is what makes counting exactly-once; the job ends (done, or
+# failed when nothing succeeded) as soon as every item has an outcome, unless it already ended (cancelled).
+# The finish check runs on every call, so a job whose last report was a redelivery still ends.
+RECORD_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fresh, counts = 0, {}
+for i = 2, #ARGV, 3 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    fresh = fresh + 1
+    counts[ARGV[i + 1]] = (counts[ARGV[i + 1]] or 0) + 1
+    if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2]) end
+  end
+end
+for outcome, n in pairs(counts) do redis.call('HINCRBY', KEYS[1], outcome, n) end
+local v = redis.call('HMGET', KEYS[1], 'total', 'done', 'failed', 'skipped', 'status')
+local total, done, failed = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+if done + failed + (tonumber(v[4]) or 0) >= total and (v[5] == 'queued' or v[5] == 'running') then
+  local final = 'done'
+  if total > 0 and done == 0 and failed > 0 then final = 'failed' end
+  redis.call('HSET', KEYS[1], 'status', final, 'finished', ARGV[1])
+end
+return fresh
+"""
+
+
 @dataclass
 class ItemOutcome:
     index: int
@@ -181,52 +224,36 @@ class ItemOutcome:
     reason: str = ""
 
 
+def _record_args(job_id: str, outcomes: Iterable[ItemOutcome]) -> list[str | int]:
+    """The script's KEYS and ARGV (after numkeys); a repeated index keeps its last outcome."""
+    latest = {o.index: o for o in outcomes}
+    args: list[str | int] = [keys.job(job_id), keys.job_finished(job_id), keys.job_failures(job_id),
+                             repr(time.time())]
+    for o in latest.values():
+        failure = json.dumps({"file": o.file, "reason": o.reason}) if o.outcome is Outcome.FAILED else ""
+        args += [o.index, Outcome(o.outcome).value, failure]
+    return args
+
+
+def queue_outcomes(pipe: redis.client.Pipeline, job_id: str, outcomes: Iterable[ItemOutcome]) -> bool:
+    """Put :func:`record_outcomes`'s script on ``pipe``; its reply is how many were new. False if nothing
+    was queued (no outcomes)."""
+    args = _record_args(job_id, outcomes)
+    if len(args) == 4:
+        return False
+    pipe.eval(RECORD_SCRIPT, 3, *args)
+    return True
+
+
 def record_outcomes(r: redis.Redis, job_id: str, outcomes: Iterable[ItemOutcome]) -> int:
     """Count each item's outcome exactly once; returns how many were new. Ends the job when all are in.
 
-    One WATCH/MULTI transaction per call (workers call it once per batch, so
-    contention stays low): the finished set is read under WATCH, and the
-    set additions, counter increments and failure records commit together.
+    One script call, so one round trip, whatever the number of items.
     """
-    outcomes = list(outcomes)
-    if not outcomes:
+    args = _record_args(job_id, outcomes)
+    if len(args) == 4:
         return 0
-    fin_key = keys.job_finished(job_id)
-    with r.pipeline() as p:
-        while True:
-            try:
-                p.watch(fin_key)
-                present = p.smismember(fin_key, [o.index for o in outcomes])
-                fresh = [o for o, seen in zip(outcomes, present) if not seen]
-                fresh = list({o.index: o for o in fresh}.values())
-                if not fresh:
-                    p.unwatch()
-                    return 0
-                p.multi()
-                p.sadd(fin_key, *[o.index for o in fresh])
-                counts: dict[Outcome, int] = {}
-                for o in fresh:
-                    counts[o.outcome] = counts.get(o.outcome, 0) + 1
-                    if o.outcome is Outcome.FAILED:
-                        p.hset(keys.job_failures(job_id), str(o.index),
-                               json.dumps({"file": o.file, "reason": o.reason}))
-                for outcome, n in counts.items():
-                    p.hincrby(keys.job(job_id), outcome.value, n)
-                p.execute()
-                break
-            except redis.WatchError:
-                continue
-    _maybe_finish(r, job_id)
-    return len(fresh)
-
-
-def _maybe_finish(r: redis.Redis, job_id: str) -> None:
-    raw = r.hmget(keys.job(job_id), ["total", "done", "failed", "skipped"])
-    total, done, failed, skipped = (int(v or 0) for v in raw)
-    if done + failed + skipped < total:
-        return
-    final = JobStatus.FAILED if total and done == 0 and failed > 0 else JobStatus.DONE
-    _transition(r, job_id, {JobStatus.QUEUED, JobStatus.RUNNING}, final)
+    return int(r.eval(RECORD_SCRIPT, 3, *args))
 
 
 def finished_indices(r: redis.Redis, job_id: str, indices: list[int]) -> set[int]:

@@ -7,14 +7,15 @@ Flow of one item::
     device thread: picks a group when it holds max_batch items, or when its
     oldest item has waited max_delay_ms; runs predict_batch
     ──> writer pool: each item's outputs written (encoded, fsynced) in parallel
-    ──> the batch's last write counts the outcomes, one record per job ──> futures resolved
+    ──> the batch's last write counts the outcomes of every job in it, one round trip ──> futures resolved
 
 Decoding and writing run on thread pools while the device thread computes,
 so the device is fed the next batch as soon as it finishes one; the device
 thread itself never waits on Redis or on disk. Groups are keyed across
 chunks *and* jobs: sixteen one-image jobs for the same model and image size
-become one batch of sixteen. Outcomes are counted once per (batch, job), not
-per item, so Redis sees a handful of round trips per batch.
+become one batch of sixteen. Outcomes are counted in one pipeline per batch
+(one script call per job in it, see :func:`scheduler.jobs.queue_outcomes`),
+so Redis sees one round trip per batch however many jobs it serves.
 
 An item's future resolves only after its output is durable and its outcome
 counted; the chunk task waits for all of its items' futures before
@@ -39,7 +40,7 @@ import redis
 from engine.images import decode_image, image_to_tensor
 from engine.runtime import CompiledModel
 from scheduler import keys
-from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, job_status, record_outcomes
+from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, job_status, queue_outcomes
 from workers import metrics
 from workers.item_io import ChunkItem, read_source, write_outputs
 from workers.model_cache import ModelCache
@@ -127,15 +128,18 @@ class Batcher:
         finally:
             with self._cond:
                 self._decoding -= 1
-                self._cond.notify_all()
         shapes = tuple((name, getattr(v, "shape", None)) for name, v in sorted(feeds.items()))
         key = (self.model_key(job), json.dumps(job.inputs, sort_keys=True), shapes)
         with self._cond:
             if self._draining:
                 fut.set_exception(Requeue())
                 return
-            self._groups.setdefault(key, []).append(_Pending(job, item, feeds, fut))
-            self._cond.notify_all()
+            group = self._groups.setdefault(key, [])
+            group.append(_Pending(job, item, feeds, fut))
+            # Wake the device thread only when this changes what it waits for: a new group (a new deadline)
+            # or a full one. Otherwise it is already waiting for this group's deadline.
+            if len(group) == 1 or len(group) == self.config.max_batch:
+                self._cond.notify()
 
     def _feeds(self, job: JobRecord, item: ChunkItem, model: CompiledModel) -> dict[str, Any]:
         images = model.description.image_inputs
@@ -233,30 +237,40 @@ class Batcher:
             self._finish_batch(done)
 
     def _finish_batch(self, done: list[tuple[_Pending, ItemOutcome]]) -> None:
-        self._record_batch_size(len(done))
-        for job_items in _by_job([(q.job, (q.item, q.future, o)) for q, o in done]).values():
-            self._finish(job_items[0][0], [x[1] for x in job_items])
+        """Count a batch's outcomes, every job's, and its observed size in one round trip."""
+        by_job = _by_job([(q.job, (q.item, q.future, o)) for q, o in done])
+        self._finish_jobs([(items[0][0], [x[1] for x in items]) for items in by_job.values()],
+                          batch_size=len(done))
 
     def _finish(self, job: JobRecord, entries: list[tuple[ChunkItem, Future[Outcome], ItemOutcome]]) -> None:
         """Count outcomes in the job record, then resolve the futures (so the chunk can be acked)."""
-        try:
-            record_outcomes(self.r, job.id, [e[2] for e in entries])
-        except Exception as exc:  # noqa: BLE001 - Redis unreachable: the chunk must not be acked
-            for _, fut, _ in entries:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for _, fut, outcome in entries:
-            if not fut.done():
-                fut.set_result(outcome.outcome)
+        self._finish_jobs([(job, entries)])
 
-    def _record_batch_size(self, size: int) -> None:
-        """The observed batch size in Redis (read by `corral workers`); counted in memory by the device thread."""
-        if self.worker_id:
-            try:
-                self.r.hincrby(keys.worker_batches(self.worker_id), str(size), 1)
-            except redis.RedisError:
-                log.warning("could not record a batch size in Redis", exc_info=True)
+    def _finish_jobs(self, jobs: list[tuple[JobRecord, list[tuple[ChunkItem, Future[Outcome], ItemOutcome]]]],
+                     batch_size: int = 0) -> None:
+        """One pipeline: each job's outcomes (one script call per job) and, given ``batch_size``, the
+        observed batch size (read by `corral workers`). A job's futures resolve only once its outcomes
+        are counted; if they could not be, they get the error, so the chunk is not acked."""
+        jobs = [(job, entries) for job, entries in jobs if entries]  # one reply per job, in order
+        try:
+            with self.r.pipeline(transaction=False) as pipe:
+                for job, entries in jobs:
+                    queue_outcomes(pipe, job.id, [e[2] for e in entries])
+                if batch_size and self.worker_id:
+                    pipe.hincrby(keys.worker_batches(self.worker_id), str(batch_size), 1)
+                replies: list[Any] = pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - Redis unreachable: no chunk of these may be acked
+            replies = [exc] * (len(jobs) + 1)
+        for (_, entries), reply in zip(jobs, replies):
+            for _, fut, outcome in entries:
+                if fut.done():
+                    continue
+                if isinstance(reply, Exception):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(outcome.outcome)
+        if len(replies) > len(jobs) and isinstance(replies[len(jobs)], Exception):
+            log.warning("could not record a batch size in Redis: %s", replies[len(jobs)])
 
     # ------------------------------------------------------------------ state
     def is_cancelled(self, job_id: str, ttl: float = 0.5) -> bool:

@@ -19,6 +19,7 @@ from scheduler.jobs import (
     list_jobs,
     load_job,
     mark_started,
+    queue_outcomes,
     record_outcomes,
 )
 
@@ -101,3 +102,40 @@ def test_status_transitions(r) -> None:
     rec = load_job(r, "j1")
     assert rec.status is JobStatus.CANCELLED and rec.skipped == 2
     assert JobStatus.CANCELLED.terminal and not JobStatus.RUNNING.terminal
+
+
+def test_outcomes_of_several_jobs_count_in_one_pipeline(r) -> None:
+    _job(r, total=2, job_id="a")
+    _job(r, total=3, job_id="b")
+    with r.pipeline(transaction=False) as p:
+        assert queue_outcomes(p, "a", [ItemOutcome(0, Outcome.DONE), ItemOutcome(1, Outcome.FAILED, "x", "bad")])
+        assert queue_outcomes(p, "b", [ItemOutcome(0, Outcome.DONE)])
+        assert not queue_outcomes(p, "b", [])
+        assert p.execute() == [2, 1]
+    a, b = load_job(r, "a"), load_job(r, "b")
+    assert (a.done, a.failed, a.status) == (1, 1, JobStatus.DONE) and (b.done, b.status) == (1, JobStatus.QUEUED)
+    assert failures(r, "a") == [{"index": 1, "file": "x", "reason": "bad"}]
+
+
+def test_an_index_reported_twice_in_one_call_counts_once_with_its_last_outcome(r) -> None:
+    _job(r, total=2)
+    assert record_outcomes(r, "j1", [ItemOutcome(0, Outcome.FAILED, "a", "x"), ItemOutcome(0, Outcome.DONE)]) == 1
+    rec = load_job(r, "j1")
+    assert (rec.done, rec.failed) == (1, 0) and failures(r, "j1") == []
+
+
+def test_a_job_whose_last_report_is_a_redelivery_still_ends(r) -> None:
+    _job(r, total=1)
+    # counted but not ended: what a worker of an older version left if it died between its two writes
+    r.sadd(keys.job_finished("j1"), 0)
+    r.hincrby(keys.job("j1"), "done", 1)
+    assert load_job(r, "j1").status is JobStatus.QUEUED
+    assert record_outcomes(r, "j1", [ItemOutcome(0, Outcome.DONE)]) == 0
+    rec = load_job(r, "j1")
+    assert (rec.done, rec.status) == (1, JobStatus.DONE) and rec.finished > 0
+
+
+def test_reports_for_a_missing_job_write_nothing(r) -> None:
+    assert record_outcomes(r, "gone", [ItemOutcome(0, Outcome.DONE)]) == 0
+    assert not mark_started(r, "gone")
+    assert not r.exists(*keys.job_keys("gone"))

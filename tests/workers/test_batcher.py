@@ -175,3 +175,33 @@ def test_a_job_cancelled_while_its_items_wait_is_skipped_without_a_status_read_p
         assert load_job(r, "j").skipped == 3 and not (tmp_path / "out").exists()
     finally:
         b.close()
+
+
+def test_a_batch_of_several_jobs_is_counted_in_one_round_trip_and_a_job_redis_refuses_is_not_acked(
+        r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=8, max_delay_ms=200)
+    try:
+        items = _images(tmp_path / "in", 4)
+        good, bad = (_job(r, model_path, tmp_path / f"out-{j}", j, 2) for j in ("good", "bad"))
+        r.set(keys.job_finished("bad"), "not a set")  # the script's SADD fails for this job alone
+        executes = []
+        real_pipeline = r.pipeline
+
+        def counting_pipeline(*args, **kwargs):
+            pipe = real_pipeline(*args, **kwargs)
+            real_execute = pipe.execute
+            pipe.execute = lambda *a, **k: executes.append(len(pipe.command_stack)) or real_execute(*a, **k)
+            return pipe
+
+        r.pipeline = counting_pipeline
+        futs = b.submit(good, items[:2]) + b.submit(bad, [ChunkItem(k, it.name, it.path)
+                                                          for k, it in enumerate(items[2:])])
+        assert [f.result(10) for f in futs[:2]] == [Outcome.DONE] * 2
+        for f in futs[2:]:
+            with pytest.raises(Exception, match="WRONGTYPE"):
+                f.result(10)
+        assert executes == [3]  # two jobs' outcomes and the batch size, one pipeline
+        assert load_job(r, "good").status.value == "done" and load_job(r, "bad").done == 0
+        assert r.hgetall(keys.worker_batches("w1")) == {b"4": b"1"}
+    finally:
+        b.close()
