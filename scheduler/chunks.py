@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -37,12 +38,12 @@ def parse_task_id(value: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
-def record_published(r: redis.Redis, job_id: str, chunk: int, items: list[dict[str, Any]]) -> None:
-    """Before the message is sent: the job is active and this chunk outstanding."""
-    with r.pipeline(transaction=False) as p:
-        p.hset(keys.job_chunks(job_id), str(chunk), json.dumps(items, separators=(",", ":")))
-        p.sadd(keys.ACTIVE_JOBS, job_id)
-        p.execute()
+def record_published(p: redis.client.Pipeline, job_id: str, chunks: Iterable[tuple[int, list[dict[str, Any]]]]) -> None:
+    """Before the messages are sent: the job is active and these ``(number, items)`` chunks outstanding."""
+    records = {str(n): json.dumps(items, separators=(",", ":")) for n, items in chunks}
+    if records:
+        p.hset(keys.job_chunks(job_id), mapping=records)
+    p.sadd(keys.ACTIVE_JOBS, job_id)
 
 
 def send_chunk(app: Celery, job_id: str, chunk: int, items: list[dict[str, Any]], *, queue: str, priority: int,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -31,11 +32,11 @@ from scheduler.jobs import (
     JobRecord,
     JobStatus,
     cancel_job,
-    create_job,
     failures,
     list_jobs,
     load_job,
     new_job_id,
+    queue_job,
     rejected,
 )
 from scheduler.model_refs import model_needs, resolve_model
@@ -126,6 +127,9 @@ class Job:
         return sorted(p for p in dest.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+ROUTING_CACHE_S = 1.0  # how stale the live-worker list that routes `--device auto` jobs may be (heartbeats: 10 s)
+
+
 class Client:
     def __init__(self, redis_url: str | None = None, connection: redis.Redis | None = None, *,
                  blob_ttl: int = DEFAULT_BLOB_TTL, fetcher: ModelFetcher | None = None) -> None:
@@ -138,6 +142,8 @@ class Client:
         self.blob_ttl = blob_ttl
         self._fetcher = fetcher
         self._app = None
+        self._workers: tuple[float, list[WorkerInfo]] = (-1e9, [])
+        self._workers_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: SchedulerSettings) -> Client:
@@ -153,6 +159,16 @@ class Client:
         if self._app is None:
             self._app = make_app(QueueConfig(redis_url=self.redis_url))
         return self._app
+
+    def _live_workers(self) -> list[WorkerInfo]:
+        """Live workers for routing, read at most once per :data:`ROUTING_CACHE_S` (a burst of submits from
+        a web app then costs Redis one registry read, not one per job)."""
+        with self._workers_lock:
+            read_at, workers = self._workers
+            if time.monotonic() - read_at > ROUTING_CACHE_S:
+                workers = live_workers(self.r)
+                self._workers = (time.monotonic(), workers)
+            return workers
 
     def job(self, job_id: str) -> Job:
         load_job(self.r, job_id)  # raises JobNotFoundError
@@ -196,40 +212,50 @@ class Client:
         record = JobRecord(
             id=new_job_id(), model=model, model_path=model_path, out=str(out_dir), transport=transport,
             inputs={k: input_value(v) for k, v in (inputs or {}).items()}, device=device,
-            queue=choose_queue(self.r, device, lambda: model_needs(model_path, self.fetcher)),
+            queue=choose_queue(self.r, device, lambda: model_needs(model_path, self.fetcher), self._live_workers),
             priority=max(0, min(9, priority)), chunk_size=chunk_size, total=len(items), rejected=len(rejects),
             resize=resize, blob_ttl=self.blob_ttl)
-        if rejects:
-            self.r.rpush(keys.job_rejected(record.id), *[json.dumps({"file": r.file, "reason": r.reason})
-                                                        for r in rejects])
-        create_job(self.r, record)
-        self._publish(record, items)
-        return Job(self, record.id, rejects)
-
-    def _publish(self, record: JobRecord, items: list[InputItem]) -> None:
+        # One round trip makes the job: its record, its rejected inputs and, for shared paths, every chunk's
+        # record (written before any message is sent, since a worker may finish a chunk at once).
+        ready = list(enumerate(self._path_chunks(record, items))) if transport == "path" else []
+        with self.r.pipeline() as p:
+            if rejects:
+                p.rpush(keys.job_rejected(record.id), *[json.dumps({"file": r.file, "reason": r.reason})
+                                                       for r in rejects])
+            queue_job(p, record)
+            chunks.record_published(p, record.id, ready)
+            p.execute()
         with self.app.producer_or_acquire() as producer:
-            for n, chunk in enumerate(self._chunks(record, items)):
-                chunks.record_published(self.r, record.id, n, chunk)  # first: a worker may finish it at once
+            for n, chunk in ready or self._uploaded_chunks(record, items):
                 chunks.send_chunk(self.app, record.id, n, chunk, queue=record.queue, priority=record.priority,
                                   producer=producer)
+        return Job(self, record.id, rejects)
 
-    def _chunks(self, record: JobRecord, items: list[InputItem]) -> Iterator[list[dict[str, Any]]]:
+    @staticmethod
+    def _path_chunks(record: JobRecord, items: list[InputItem]) -> Iterator[list[dict[str, Any]]]:
         size = record.chunk_size
-        if record.transport == "path":
-            for start in range(0, len(items), size):
-                yield [ChunkItem(i, it.name, str(it.path)).to_message()
-                       for i, it in enumerate(items[start:start + size], start)]
-            return
-        # redis transport: publish each chunk as soon as its blobs are stored
+        for start in range(0, len(items), size):
+            yield [ChunkItem(i, it.name, str(it.path)).to_message()
+                   for i, it in enumerate(items[start:start + size], start)]
+
+    def _uploaded_chunks(self, record: JobRecord, items: list[InputItem]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Redis transport: each chunk, recorded, as soon as its blobs are stored (uploads stay windowed)."""
+        def recorded(n: int, chunk: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+            with self.r.pipeline(transaction=False) as p:
+                chunks.record_published(p, record.id, [(n, chunk)])
+                p.execute()
+            return n, chunk
+
+        size, n = record.chunk_size, 0
         pending: list[dict[str, Any]] = []
         for stored in blobs.upload_inputs(self.r, record.id, ((i, it.path) for i, it in enumerate(items)),
                                           ttl=record.blob_ttl):
             pending.extend(ChunkItem(i, items[i].name).to_message() for i in stored)
             while len(pending) >= size:
-                yield pending[:size]
-                pending = pending[size:]
+                yield recorded(n, pending[:size])
+                pending, n = pending[size:], n + 1
         if pending:
-            yield pending
+            yield recorded(n, pending)
 
 
 __all__ = ["Client", "Job", "JobRecord", "JobStatus"]

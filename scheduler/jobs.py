@@ -125,11 +125,16 @@ def _s(value: bytes | str) -> str:
 
 
 def create_job(r: redis.Redis, record: JobRecord) -> None:
-    record.created = record.created or time.time()
     with r.pipeline() as p:
-        p.hset(keys.job(record.id), mapping=record.to_hash())
-        p.zadd(keys.JOBS, {record.id: record.created})
+        queue_job(p, record)
         p.execute()
+
+
+def queue_job(p: redis.client.Pipeline, record: JobRecord) -> None:
+    """:func:`create_job`'s writes, on a caller's pipeline (the producer adds its chunk records to it)."""
+    record.created = record.created or time.time()
+    p.hset(keys.job(record.id), mapping=record.to_hash())
+    p.zadd(keys.JOBS, {record.id: record.created})
 
 
 def load_job(r: redis.Redis, job_id: str) -> JobRecord:

@@ -47,12 +47,13 @@ def can_run(worker: WorkerInfo, needs: ModelNeeds | None) -> bool:
 
 
 def choose_queue(r: redis.Redis, device: str = "auto",
-                 needs: ModelNeeds | Callable[[], ModelNeeds] | None = None) -> str:
+                 needs: ModelNeeds | Callable[[], ModelNeeds] | None = None,
+                 workers: Callable[[], list[WorkerInfo]] | None = None) -> str:
     """The queue for a job. ``needs`` (or a function giving them, called only if a CUDA worker is live)
-    describes the model for ``auto``."""
+    describes the model for ``auto``; ``workers`` gives the live workers (default: read the registry)."""
     if device != "auto":
         return queue_for_device(device)
-    cuda = [w for w in live_workers(r) if w.is_cuda]
+    cuda = [w for w in (workers() if workers is not None else live_workers(r)) if w.is_cuda]
     if not cuda:
         return keys.CPU_QUEUE
     wanted = needs() if callable(needs) else needs

@@ -25,7 +25,7 @@ def test_chunks_carry_item_references_not_bytes(tmp_path: Path) -> None:
     client = Client("redis://unused:1/0", connection=fakeredis.FakeRedis())
     items = _items(tmp_path, 70)
     rec = JobRecord(id="j", model="m", model_path="m", out="o", chunk_size=32, total=70)
-    chunks = list(client._chunks(rec, items))
+    chunks = list(client._path_chunks(rec, items))
     assert [len(c) for c in chunks] == [32, 32, 6]
     assert chunks[2][0] == {"i": 64, "n": "i64.png", "p": str(tmp_path / "i64.png")}
 
@@ -40,8 +40,10 @@ def test_blob_transport_uploads_in_bounded_windows(tmp_path: Path) -> None:
     assert [len(w) for w in windows] == [3, 3, 3, 1]
     assert r.get(keys.input_blob("j", 4)) == items[4].path.read_bytes() and 0 < r.ttl(keys.input_blob("j", 4)) <= 100
     rec = JobRecord(id="k", model="m", model_path="m", out="o", chunk_size=4, total=10, transport="redis")
-    chunks = list(client._chunks(rec, items))
-    assert [len(c) for c in chunks] == [4, 4, 2] and "p" not in chunks[0][0]
+    numbered = list(client._uploaded_chunks(rec, items))
+    assert [(n, len(c)) for n, c in numbered] == [(0, 4), (1, 4), (2, 2)] and "p" not in numbered[0][1][0]
+    # each chunk is recorded (for the lost-chunk sweeper) before it is handed out to be sent
+    assert sorted(int(n) for n in r.hkeys(keys.job_chunks("k"))) == [0, 1, 2] and r.sismember(keys.ACTIVE_JOBS, "k")
 
 
 def test_outputs_round_trip_and_stay_inside_out(tmp_path: Path) -> None:

@@ -44,8 +44,10 @@ def _message(job_id: str, chunk: int) -> bytes:
 
 def _job(r, n_chunks: int = 3, size: int = 2, job_id: str = JOB) -> None:
     create_job(r, JobRecord(id=job_id, model="m", model_path="/m", out="/out", total=n_chunks * size, priority=3))
-    for c in range(n_chunks):
-        chunks.record_published(r, job_id, c, [{"i": c * size + k, "n": f"{c * size + k}.jpg"} for k in range(size)])
+    with r.pipeline() as p:
+        chunks.record_published(p, job_id, [(c, [{"i": c * size + k, "n": f"{c * size + k}.jpg"} for k in range(size)])
+                                            for c in range(n_chunks)])
+        p.execute()
 
 
 def _sweeper(r, sent: Sent, interval: float = 5.0) -> ChunkSweeper:
