@@ -168,6 +168,11 @@ def mark_started(r: redis.Redis, job_id: str) -> bool:
     return bool(r.eval(START_SCRIPT, 1, keys.job(job_id), repr(time.time())))
 
 
+def queue_start(p: redis.client.Pipeline, job_id: str) -> None:
+    """:func:`mark_started` on a caller's pipeline (a worker sends it with its first read of a chunk)."""
+    p.eval(START_SCRIPT, 1, keys.job(job_id), repr(time.time()))
+
+
 def cancel_job(r: redis.Redis, job_id: str) -> bool:
     """Flag the job cancelled; workers skip its items that have not started. False if it had already ended."""
     load_job(r, job_id)

@@ -1,10 +1,10 @@
 """The one Celery task: process a chunk of item references through this worker's batcher.
 
 Redis round trips per chunk are kept few, since a one-image job is a
-one-item chunk and these costs are then per image: one pipelined read gives
-the job record (with its current status) and which items are already done;
-the queued → running transition is written only while the job is queued;
-outcomes are counted by the batcher once per batch and job.
+one-item chunk and these costs are then per image: one pipeline gives the
+job record (with its current status) and which items are already done, and
+also moves a queued job to running and claims the chunk; outcomes are counted
+by the batcher once per batch; one more round trip releases the chunk.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from celery.exceptions import Reject
 
 from scheduler import blobs, chunks, keys
 from scheduler.exceptions import JobNotFoundError
-from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, mark_started, record_outcomes
+from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, queue_start, record_outcomes
 from workers.app import CHUNK_TASK
 from workers.batcher import Requeue
 from workers.item_io import ChunkItem
@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 def read_chunk_state(r: redis.Redis, job_id: str, indices: list[int],
                      claim: tuple[int, str] | None = None) -> tuple[JobRecord, set[int]]:
-    """The job record and which of ``indices`` already have an outcome, in one round trip that also
-    claims the chunk (``(chunk, worker id)``) when given."""
+    """The job record (as it was before this chunk started) and which of ``indices`` already have an outcome,
+    in one round trip that also moves a queued job to running and claims the chunk (``(chunk, worker id)``)
+    when given."""
     with r.pipeline(transaction=False) as p:
         p.hgetall(keys.job(job_id))
         if indices:
             p.smismember(keys.job_finished(job_id), indices)
+            queue_start(p, job_id)
         if claim is not None:
             chunks.claim(p, job_id, *claim)
         replies = p.execute()
@@ -70,8 +72,6 @@ def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = 
         if todo and job.status is JobStatus.CANCELLED:
             record_outcomes(rt.r, job_id, [ItemOutcome(c.index, Outcome.SKIPPED, c.label) for c in todo])
             todo = []
-        if todo and job.status is JobStatus.QUEUED:
-            mark_started(rt.r, job_id)
     except redis.RedisError as exc:
         raise Reject(f"Redis unavailable ({exc})", requeue=True) from exc
     requeue = False
