@@ -68,7 +68,7 @@ from engine.builder import ModelBuilder
 from engine.images import decode_image, image_to_tensor
 from scheduler import keys
 from scheduler.client import Client
-from scheduler.embedded import EmbeddedRedis, start_worker, stop_worker
+from scheduler.embedded import EmbeddedRedis, start_worker, stop_process
 from scheduler.registry import live_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def worker(url: str, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]
             time.sleep(0.1)
         yield proc
     finally:
-        stop_worker(proc)
+        stop_process(proc)
 
 
 def batch_sizes(url: str) -> dict[int, int]:

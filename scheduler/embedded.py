@@ -121,8 +121,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     return proc.returncode
 
 
-stop_worker = stop_process
-
 
 class EmbeddedFleet:
     """`corral run`'s fleet of one: an embedded Redis and one worker subprocess, with a client for them.
@@ -173,7 +171,7 @@ class EmbeddedFleet:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_worker(self.proc)
+            stop_process(self.proc)
             self.proc = None
         self.server.stop()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from scheduler.embedded import free_port, redis_server_binary, stop_worker
+from scheduler.embedded import free_port, redis_server_binary, stop_process
 from scheduler.registry import live_workers
 from tests.deploy.compose import as_list, load_compose
 from tests.integration.conftest import make_images, tiny_model  # noqa: F401  (fixture)
@@ -91,7 +91,7 @@ def fleet(tmp_path: Path) -> Iterator[dict]:
     yield state
     for proc in reversed(procs):
         if proc.poll() is None:
-            stop_worker(proc, timeout=10)
+            stop_process(proc, timeout=10)
 
 
 def _start(fleet: dict, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
@@ -171,4 +171,4 @@ def test_the_fleet_comes_up_healthy_from_the_compose_commands(fleet: dict, tiny_
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == [p.name for p in inputs]
     # SIGTERM (what `docker compose stop` sends) drains and exits cleanly within the grace period
-    assert stop_worker(worker, timeout=30) == 0
+    assert stop_process(worker, timeout=30) == 0

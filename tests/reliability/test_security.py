@@ -16,7 +16,7 @@ import redis
 import engine
 from engine.builder import ModelBuilder
 from engine.custom import MissingImplementationError
-from scheduler.embedded import start_worker, stop_worker
+from scheduler.embedded import start_worker, stop_process
 from scheduler.inputs import scan_inputs
 from scheduler.registry import live_workers
 from store.refs import parse_ref
@@ -181,7 +181,7 @@ def test_a_redis_password_in_the_url_is_honoured_by_worker_submit_status_and_res
         assert got.returncode == 0 and len(list((tmp_path / "fetched").glob("*.png"))) == 4, got.stderr
         assert _cli("workers", "--redis-url", url, env=env).returncode == 0
     finally:
-        stop_worker(worker, timeout=20)
+        stop_process(worker, timeout=20)
 
 
 @pytest.mark.timeout(60)

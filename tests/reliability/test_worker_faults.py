@@ -12,7 +12,7 @@ import redis
 
 from scheduler import keys
 from scheduler.client import Client
-from scheduler.embedded import start_worker, stop_worker
+from scheduler.embedded import start_worker, stop_process
 from scheduler.jobs import JobStatus, load_job
 from scheduler.registry import live_workers
 from tests.integration.conftest import make_images
@@ -119,7 +119,7 @@ def test_redis_killed_and_restarted_from_its_append_only_file_mid_job(aof_redis:
         assert all(w.poll() is None for w in workers), "a worker died with its Redis"
     finally:
         for w in workers:
-            stop_worker(w, timeout=10)
+            stop_process(w, timeout=10)
     assert final.status is JobStatus.DONE and (final.done, final.failed, final.skipped) == (total, 0, 0)
     assert _finished(r, job.id) == set(range(total))
     assert _output_names(out) == [f"img{i:03d}.png" for i in range(total)]
