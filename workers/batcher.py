@@ -7,7 +7,8 @@ Flow of one item::
     device thread: picks a group when it holds max_batch items, or when its
     oldest item has waited max_delay_ms; runs predict_batch
     ──> writer pool: each item's outputs written (encoded, fsynced) in parallel
-    ──> the batch's last write counts the outcomes of every job in it, one round trip ──> futures resolved
+    ──> the batch's last write syncs the output directories (the renames become durable), then counts
+        the outcomes of every job in it, one round trip ──> futures resolved
 
 Decoding and writing run on thread pools while the device thread computes,
 so the device is fed the next batch as soon as it finishes one; the device
@@ -32,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,7 @@ from engine.runtime import CompiledModel
 from scheduler import keys
 from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, job_status, queue_outcomes
 from workers import metrics
-from workers.item_io import ChunkItem, read_source, write_outputs
+from workers.item_io import ChunkItem, read_source, sync_directories, write_outputs
 from workers.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -228,12 +230,20 @@ class Batcher:
             outcome = _failure(p.item, result)
         else:
             try:
-                write_outputs(self.r, p.job, p.item, result, description)
+                writes.files(write_outputs(self.r, p.job, p.item, result, description))
                 outcome = ItemOutcome(p.item.index, Outcome.DONE, p.item.label)
             except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
                 outcome = _failure(p.item, exc)
         done = writes.add(p, outcome)
         if done is not None:
+            try:
+                sync_directories(writes.written)
+            except OSError as exc:  # the renames may not survive a crash: count nothing, let the chunks come back
+                log.warning("could not sync output directories (%s); the batch's chunks will be redelivered", exc)
+                for q, _ in done:
+                    if not q.future.done():
+                        q.future.set_exception(exc)
+                return
             self._finish_batch(done)
 
     def _finish_batch(self, done: list[tuple[_Pending, ItemOutcome]]) -> None:
@@ -340,7 +350,12 @@ class _BatchWrites:
     def __init__(self, size: int) -> None:
         self._left = size
         self._done: list[tuple[_Pending, ItemOutcome]] = []
+        self.written: list[Path] = []  # output files of the batch, whose directories are synced before counting
         self._lock = threading.Lock()
+
+    def files(self, paths: list[Path]) -> None:
+        with self._lock:
+            self.written.extend(paths)
 
     def add(self, p: _Pending, outcome: ItemOutcome) -> list[tuple[_Pending, ItemOutcome]] | None:
         with self._lock:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -70,7 +70,12 @@ def read_source(r: redis.Redis, job: JobRecord, item: ChunkItem) -> bytes | str:
 
 
 def write_outputs(r: redis.Redis, job: JobRecord, item: ChunkItem, outputs: Mapping[str, np.ndarray],
-                  description: ModelDescription) -> None:
+                  description: ModelDescription) -> list[Path]:
+    """Write one item's outputs; returns the files written under the job's directory (none for blobs).
+
+    Each file's bytes are fsynced before its rename; the renames themselves are
+    made durable by :func:`sync_directories`, once per batch for all its items.
+    """
     rel = safe_relative_name(item.name)
     if job.transport == "redis":
         with tempfile.TemporaryDirectory(prefix="corral-out-") as tmp:
@@ -79,11 +84,23 @@ def write_outputs(r: redis.Redis, job: JobRecord, item: ChunkItem, outputs: Mapp
             files = {str(rel.parent / p.name) if str(rel.parent) != "." else p.name: p.read_bytes()
                      for p in written}
         blobs.store_outputs(r, job.id, files, ttl=job.blob_ttl)
-    else:
-        written = write_item_outputs(Path(job.out).joinpath(*rel.parent.parts), rel.stem, outputs, description,
-                                     png_compress_level=PNG_COMPRESS_LEVEL)
-        if item.redelivered:
-            remove_stale_temporaries(written)
+        return []
+    written = write_item_outputs(Path(job.out).joinpath(*rel.parent.parts), rel.stem, outputs, description,
+                                 png_compress_level=PNG_COMPRESS_LEVEL)
+    if item.redelivered:
+        remove_stale_temporaries(written)
+    return written
+
+
+def sync_directories(paths: Iterable[Path]) -> None:
+    """fsync each distinct parent directory of ``paths``: after a power loss the renamed outputs are there,
+    not just their bytes (an item is counted done only after this)."""
+    for directory in sorted({p.parent for p in paths}):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def safe_relative_name(name: str) -> PurePosixPath:

@@ -1,4 +1,4 @@
-"""Item outputs: stale temporaries of a killed writer are removed when the item comes back."""
+"""Item outputs: where they are written, made durable, and stale temporaries of a killed writer removed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workers.item_io import ChunkItem, remove_stale_temporaries
+import numpy as np
+import pytest
+
+from engine.description import Feature, ModelDescription
+from scheduler.jobs import JobRecord
+from workers.item_io import ChunkItem, remove_stale_temporaries, sync_directories, write_outputs
 
 
 def _dead_pid() -> int:
@@ -31,3 +36,15 @@ def test_a_dead_writers_temporary_is_removed_and_a_live_ones_kept(tmp_path: Path
 def test_redelivery_is_not_part_of_the_message() -> None:
     item = ChunkItem.from_message({"i": 3, "n": "a.png", "p": "/x/a.png"}, redelivered=True)
     assert item.redelivered and item.to_message() == {"i": 3, "n": "a.png", "p": "/x/a.png"}
+
+
+def test_written_outputs_are_returned_and_their_directories_synced(tmp_path: Path) -> None:
+    desc = ModelDescription(outputs=[Feature(name="y", kind="array", shape=(2,))])
+    job = JobRecord(id="j", model="m", model_path="m", out=str(tmp_path / "out"))
+    written = write_outputs(None, job, ChunkItem(0, "sub/a.jpg", "/in/sub/a.jpg"), {"y": np.ones(2, np.float32)}, desc)
+    assert written == [tmp_path / "out" / "sub" / "a.npy"] and written[0].exists()
+    sync_directories(written)  # the directory holding the rename is flushed
+    (tmp_path / "out" / "sub" / "a.npy").unlink()
+    (tmp_path / "out" / "sub").rmdir()
+    with pytest.raises(FileNotFoundError):  # a directory gone before its sync is an error, never a silent pass
+        sync_directories(written)
