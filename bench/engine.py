@@ -10,7 +10,7 @@ For every backend, image size and batch size it measures (median of
   threads via the engine's thread setting, onnxruntime's
   ``intra_op_num_threads``); the two are timed interleaved, run for run, with
   a short pause before each so that neither meets the other's spinning
-  threads; the ratio is onnxruntime's time over corral's, so above 1 means
+  threads, and each round waits for idle CPUs (other jobs on a shared machine); the ratio is onnxruntime's time over corral's, so above 1 means
   corral is faster;
 - ``predict_batch`` vs a for-loop of ``predict`` over the same items;
 - the achieved convolution rate (conv FLOPs counted from the graph and the
@@ -96,12 +96,46 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 SETTLE_S = 0.05
 
 
+# Before each interleaved round, wait (up to IDLE_WAIT_S) until the CPUs were at least IDLE_FRACTION idle
+# over IDLE_PROBE_S: on a machine shared with other jobs, a round measured under their load says nothing.
+IDLE_FRACTION = 0.9
+IDLE_PROBE_S = 0.2
+IDLE_WAIT_S = 60.0
+
+
+def _cpu_idle_ticks() -> tuple[int, int] | None:
+    """(idle + iowait, total) jiffies over all CPUs from /proc/stat; None where there is none (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields)
+
+
+def wait_for_idle_cpu(fraction: float = IDLE_FRACTION, limit_s: float = IDLE_WAIT_S) -> bool:
+    """Wait until the machine's CPUs were ``fraction`` idle over one probe; False if that never happened
+    within ``limit_s`` (or the system does not say)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = _cpu_idle_ticks()
+        time.sleep(IDLE_PROBE_S)
+        after = _cpu_idle_ticks()
+        if before is None or after is None:
+            return False
+        if (after[0] - before[0]) >= fraction * max(1, after[1] - before[1]):
+            return True
+    return False
+
+
 def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in turn round by round after one warm-up each."""
+    """Median seconds of each function, timed in turn round by round after one warm-up each; each round
+    starts once the CPUs are idle (:func:`wait_for_idle_cpu`)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()
     for _ in range(max(1, repeats)):
+        wait_for_idle_cpu()
         for name, fn in fns.items():
             time.sleep(SETTLE_S)
             start = time.perf_counter()

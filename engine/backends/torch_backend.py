@@ -30,9 +30,14 @@ Options (``compile(..., backend_options={...})``, see :data:`OPTIONS`):
   memory. Default: on for the CPU, where oneDNN's NHWC convolutions ran the
   style network's layers 1.3-2x faster than NCHW (bench/engine.py); off on
   CUDA until measured there (bench/gpu_check.sh).
-* ``buffer_pool_mb``: on the CPU, large results (reflect Pad, instance norm)
-  are written into buffers reused across runs, up to this many MiB per
-  compiled model (0: off); see :mod:`engine.backends.torch_ops.buffers`.
+* ``buffer_pool_mb``: on the CPU, large results (reflect Pad, instance norm,
+  Add, convolutions of 32 MiB or more) are written into buffers reused
+  across runs, up to this many MiB per compiled model (0: off); see
+  :mod:`engine.backends.torch_ops.buffers`.
+
+With channels-last, an instance norm or Add whose result a reflect / edge
+Pad reads writes it straight into that Pad's buffer, which then only fills
+its border (:mod:`engine.backends.torch_ops.padded`).
 
 On the CPU, torch's intra-op thread count follows the engine's
 (:func:`engine.ops.threads.num_threads`: the CPUs this process may use,

@@ -48,8 +48,9 @@ class KernelOptions:
 
     ``channels_last``: 2-D convolutions run in channels-last (NHWC) memory,
     weights converted once, and the ops between them (reflect Pad, instance
-    norm, Add, Resize) keep that layout. ``pool``: large CPU results are
-    written into reused buffers (:mod:`engine.backends.torch_ops.buffers`).
+    norm, Add, Resize) keep that layout; norms and Adds write into a following
+    Pad's buffer (:mod:`engine.backends.torch_ops.padded`). ``pool``: large CPU
+    results are written into reused buffers (:mod:`engine.backends.torch_ops.buffers`).
     """
 
     channels_last: bool = False

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_tensor
+from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, TorchKernel, floats, host_tensor
+from engine.backends.torch_ops.padded import PadTarget
 
 
 def numel(x: Any) -> int:
@@ -34,6 +35,19 @@ class _Binary(TorchKernel):
 
 class Add(_Binary):
     fn = staticmethod(torch.add)
+
+    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+        super().__init__(op, options)
+        self.pad_target = PadTarget()  # a following reflect Pad's buffer (the style network's residual sums)
+
+    def run(self, a: Any, b: Any) -> torch.Tensor:
+        a, b = align(a, b)
+        if self.options.channels_last and a.ndim == 4 and a.shape == b.shape and a.shape[1] > 1 \
+                and a.stride(1) == 1 and b.stride(1) == 1:
+            # two channels-last [N, C, H, W] operands: the sum keeps that layout, placed for a following Pad
+            n, c, h, w = (int(d) for d in a.shape)
+            return torch.add(a, b, out=self.pad_target.empty((n, c, h, w), a, self.options))
+        return torch.add(a, b)
 
 
 class Sub(_Binary):

@@ -23,6 +23,9 @@ import torch
 # Buffers smaller than this come from the ordinary allocator, which keeps
 # them on its heap between runs already.
 MIN_POOLED_BYTES = 1 << 20
+# glibc serves blocks of this size or more (its largest mmap threshold on 64-bit) with a fresh mapping on
+# every allocation, so a result this large pays its page faults on every run unless it is pooled.
+FRESH_MAPPING_BYTES = 32 << 20
 
 
 def _storage_users(t: torch.Tensor) -> int:

@@ -15,8 +15,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_ints, is_channels_last
+from engine.backends.torch_ops import (
+    DEFAULT_OPTIONS,
+    Fallback,
+    KernelOptions,
+    TorchKernel,
+    floats,
+    host_ints,
+    is_channels_last,
+)
 from engine.backends.torch_ops.linear import torch_pads
+from engine.backends.torch_ops.padded import pad_in_place
 from engine.ops.base import normalize_axis
 
 
@@ -33,23 +42,50 @@ def axis_stand_in(x: torch.Tensor, axis: int) -> np.ndarray:
     return np.broadcast_to(line.reshape(shape), tuple(x.shape))
 
 
-class Reshape(TorchKernel):
+class _ShapeOnly(TorchKernel):
+    """A view with the shape the numpy op gives for this input shape and parameter, remembered per pair
+    (the op's own rules run once; later runs of the same shapes only reshape)."""
+
+    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+        super().__init__(op, options)
+        self._shapes: dict[tuple[tuple[int, ...], tuple[int, ...] | None], tuple[int, ...]] = {}
+
+    def reshaped(self, x: torch.Tensor, param: Any) -> torch.Tensor:
+        values = None if param is None else tuple(host_ints(param) or ())
+        key = (tuple(x.shape), values)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self.result_shape(x, None if values is None else np.asarray(values, np.int64))
+            if len(self._shapes) > 64:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return x.reshape(shape)
+
+    def result_shape(self, x: torch.Tensor, param: np.ndarray | None) -> tuple[int, ...]:
+        return tuple(self.op.run(stand_in(x), param).shape)
+
+
+class Reshape(_ShapeOnly):
     def run(self, x: Any, shape: Any) -> torch.Tensor:
         floats(x)
-        return x.reshape(self.op.run(stand_in(x), np.asarray(host_ints(shape), np.int64)).shape)
+        if shape is None:
+            raise Fallback
+        return self.reshaped(x, shape)
 
 
-class Flatten(TorchKernel):
+class Flatten(_ShapeOnly):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
-        return x.reshape(self.op.run(stand_in(x)).shape)
+        return self.reshaped(x, None)
+
+    def result_shape(self, x: torch.Tensor, param: np.ndarray | None) -> tuple[int, ...]:
+        return tuple(self.op.run(stand_in(x)).shape)
 
 
-class Squeeze(TorchKernel):
+class Squeeze(_ShapeOnly):
     def run(self, x: Any, axes: Any = None) -> torch.Tensor:
         floats(x)
-        axes = None if axes is None else np.asarray(host_ints(axes), np.int64)
-        return x.reshape(self.op.run(stand_in(x), axes).shape)
+        return self.reshaped(x, axes)
 
 
 class Unsqueeze(Squeeze):
@@ -155,6 +191,11 @@ class Pad(TorchKernel):
             raise Fallback  # torch pads at most the last three axes in these modes
         if any(b >= x.shape[a] or e >= x.shape[a] for a, (b, e) in enumerate(width) if b or e):
             raise Fallback  # numpy repeats reflections; torch reflects once
+        if first >= 2 and rank == 4 and op.mode in POOLED_PADS:
+            # the producer may have written x into this padding's buffer already: only the border is left
+            placed = pad_in_place(x, (width[2][0], width[2][1], width[3][0], width[3][1]), op.mode)
+            if placed is not None:
+                return placed
         if first >= 2 and rank == 4 and op.mode in POOLED_PADS and self.options.pool is not None \
                 and x.device.type == "cpu":
             # into a reused buffer (a fresh 512x512x32 result costs as much in page faults as the copy)
