@@ -78,19 +78,20 @@ def _engine(d: dict[str, Any]) -> list[Figure]:
     out = []
     threads = d.get("threads", "?")
     for row in d["rows"]:
-        size, batch = row["size"], row["batch"]
+        size, batch, backend = row["size"], row["batch"], row.get("backend", "numpy")
         ours, ort = batch / row["corral_batch_s"], batch / row["onnxruntime_s"]
-        out.append(Figure(f"multistyle26 {size}², batch {batch}: corral numpy predict_batch", ours, "img/s",
+        out.append(Figure(f"multistyle26 {size}², batch {batch}: corral {backend} CPU predict_batch", ours, "img/s",
                           f"onnxruntime CPU, {threads} threads", ort, ours / ort,
                           f"max abs diff {row['max_abs_diff']:.1e}"))
         if batch > 1:
             loop = batch / row["corral_loop_s"]
-            out.append(Figure(f"multistyle26 {size}², batch {batch}: predict_batch vs for-loop of predict", ours,
-                              "img/s", "for-loop of predict", loop, ours / loop))
+            out.append(Figure(f"multistyle26 {size}², batch {batch}: {backend} predict_batch vs for-loop of predict",
+                              ours, "img/s", "for-loop of predict", loop, ours / loop))
         gemm = d.get("gemm_gflops_per_s")
         if gemm and batch == 1:
-            out.append(Figure(f"multistyle26 {size}²: convolution rate", row["conv_gflops_per_s"], "GFLOP/s",
-                              "numpy float32 GEMM on this machine", gemm, row["conv_gflops_per_s"] / gemm))
+            out.append(Figure(f"multistyle26 {size}²: {backend} convolution rate", row["conv_gflops_per_s"],
+                              "GFLOP/s", "numpy float32 GEMM on this machine", gemm,
+                              row["conv_gflops_per_s"] / gemm))
     return out
 
 
