@@ -121,7 +121,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     return proc.returncode
 
 
-
 class EmbeddedFleet:
     """`corral run`'s fleet of one: an embedded Redis and one worker subprocess, with a client for them.
 

@@ -234,9 +234,11 @@ class ItemOutcome:
     reason: str = ""
 
 
-def _record_args(job_id: str, outcomes: Iterable[ItemOutcome]) -> list[str | int]:
-    """The script's KEYS and ARGV (after numkeys); a repeated index keeps its last outcome."""
+def _record_args(job_id: str, outcomes: Iterable[ItemOutcome]) -> list[str | int] | None:
+    """The script's KEYS and ARGV (after numkeys); a repeated index keeps its last outcome. None: no outcomes."""
     latest = {o.index: o for o in outcomes}
+    if not latest:
+        return None
     args: list[str | int] = [keys.job(job_id), keys.job_finished(job_id), keys.job_failures(job_id),
                              repr(time.time())]
     for o in latest.values():
@@ -249,7 +251,7 @@ def queue_outcomes(pipe: redis.client.Pipeline, job_id: str, outcomes: Iterable[
     """Put :func:`record_outcomes`'s script on ``pipe``; its reply is how many were new. False if nothing
     was queued (no outcomes)."""
     args = _record_args(job_id, outcomes)
-    if len(args) == 4:
+    if args is None:
         return False
     pipe.eval(RECORD_SCRIPT, 3, *args)
     return True
@@ -261,7 +263,7 @@ def record_outcomes(r: redis.Redis, job_id: str, outcomes: Iterable[ItemOutcome]
     One script call, so one round trip, whatever the number of items.
     """
     args = _record_args(job_id, outcomes)
-    if len(args) == 4:
+    if args is None:
         return 0
     return int(r.eval(RECORD_SCRIPT, 3, *args))
 

@@ -131,7 +131,7 @@ class WorkerRuntime:
         self.heartbeat.start()
         if app is not None:
             self.sweeper = ChunkSweeper(self.r, BrokerLayout.from_app(app), celery_republisher(app), self.id,
-                                        self.settings.resolved_sweep_interval())
+                                        self.settings.sweep_interval)
             self.sweeper.start()
 
     def drain(self) -> None:

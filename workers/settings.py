@@ -34,7 +34,6 @@ class WorkerSettings:
     memory_budget: int = 2 * 1024**3
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
-    sweep_interval: float | None = None  # seconds between lost-chunk sweeps; None: see resolved_sweep_interval
     metrics_port: int = 0  # 0: no Prometheus endpoint
     metrics_host: str = "0.0.0.0"
     plugins: tuple[str, ...] = ()  # modules that register custom layers / models
@@ -45,10 +44,10 @@ class WorkerSettings:
     def queue(self) -> str:
         return queue_for_device(self.device)
 
-    def resolved_sweep_interval(self) -> float:
-        """Half the visibility timeout, within 1..30 s: a short test timeout also means quick sweeps."""
-        if self.sweep_interval is not None:
-            return self.sweep_interval
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between lost-chunk sweeps: half the visibility timeout, within 1..30 s (a short test
+        timeout also means quick sweeps)."""
         return min(30.0, max(1.0, self.visibility_timeout / 2))
 
     def resolved_backend(self) -> str:

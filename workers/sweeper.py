@@ -144,7 +144,8 @@ class ChunkSweeper:
             for job_id in job_ids:
                 p.delete(keys.job_chunks(job_id), keys.job_claims(job_id))
             p.execute()
-        self._drop_suspects(lambda job_id, _: job_id in set(job_ids))
+        gone = set(job_ids)
+        self._drop_suspects(lambda job_id, _: job_id in gone)
 
     def _dead_claims(self, jobs: list[_Job]) -> list[LostChunk]:
         holders = sorted({w for job in jobs for w in job.claims.values()})

@@ -104,6 +104,12 @@ def _dense(out: torch.Tensor) -> torch.Tensor:
     return full
 
 
+def _factor(var: torch.Tensor, eps: float, scale: torch.Tensor | None) -> torch.Tensor:
+    """What multiplies the centred values: ``scale / sqrt(var + eps)``, [N, C, 1, 1]."""
+    factor = torch.rsqrt(var + eps)
+    return factor if scale is None else factor * scale
+
+
 def instance_norm_nhwc(x: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None, eps: float,
                        activation: str | None, options: KernelOptions,
                        target: PadTarget | None = None) -> torch.Tensor:
@@ -127,18 +133,14 @@ def instance_norm_nhwc(x: torch.Tensor, scale: torch.Tensor | None, shift: torch
     out = target.empty((n, c, h, w), x, options) if target is not None else \
         options.empty(x.shape, x, torch.channels_last)
     if var is not None:
-        factor = torch.rsqrt(var + eps)  # [N, C, 1, 1]
-        if scale is not None:
-            factor = factor * scale
+        factor = _factor(var, eps, scale)
         # (x - mean) * factor + shift as x * factor + (shift - mean * factor): one pass over x
         offset = -mean * factor if shift is None else shift - mean * factor
         return activate(torch.addcmul(offset, x, factor, out=out), activation)
     # the centred values, formed in the result's own memory (no second buffer of the input's size)
     torch.sub(x, mean, out=out)  # [N, C, H, W] in NHWC memory
     var = (_sum_squares(_dense(out)) / (h * w)).reshape(n, c, 1, 1)
-    factor = torch.rsqrt(var + eps)
-    if scale is not None:
-        factor = factor * scale
+    factor = _factor(var, eps, scale)
     y = out.mul_(factor) if shift is None else torch.addcmul(shift, out, factor, out=out)
     return activate(y, activation)
 
