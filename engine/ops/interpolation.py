@@ -98,9 +98,12 @@ def taps(s: Sampling, x: Array, in_len: int, scale: float) -> tuple[Array, Array
             idx = np.ceil(x)
         idx = np.clip(idx, 0, in_len - 1).astype(np.intp)[:, None]
         return idx, np.ones(idx.shape)
+    # The pixel to the left of x, with x in (left, left + 1]: an exact integer coordinate takes the pixel on
+    # its left at weight 0. Taps sit at left + offsets, the same offsets the weights are computed for, so that
+    # no rounding can pair a weight with a neighbouring pixel.
     floor = np.floor(x)
-    # ratio in (0, 1]: an exact integer coordinate takes the pixel on its left at weight 0
-    ratio = np.where(x == floor, 1.0, x - floor)[:, None]
+    left = np.where(x == floor, floor - 1, floor)
+    ratio = (x - left)[:, None]
     aa_scale = min(scale, 1.0) if s.antialias else 1.0
     if s.mode == "linear":
         start = int(np.floor(-1 / aa_scale) + 1)
@@ -112,18 +115,7 @@ def taps(s: Sampling, x: Array, in_len: int, scale: float) -> tuple[Array, Array
         weights = _cubic((offsets[None, :] - ratio) * aa_scale, s.cubic_coeff_a)
     if s.antialias:
         weights = weights / weights.sum(axis=1, keepdims=True)
-    n = weights.shape[1]
-    # The n indices nearest to x (ties to the smaller), as the reference picks them.
-    pad = -(-n // 2)
-    xp = x + pad
-    p = np.floor(xp).astype(np.int64)
-    frac = xp - p
-    if n % 2 == 0:
-        offset = np.where(frac == 0, -(n // 2), -(n // 2) + 1)
-    else:
-        base = -((n - 1) // 2)
-        offset = np.where(frac <= 0.5, base, base + 1)
-    idx = (p + offset)[:, None] + np.arange(n)[None, :] - pad
+    idx = (left[:, None] + offsets[None, :]).astype(np.int64)
     if s.exclude_outside:
         weights = np.where((idx < 0) | (idx >= in_len), 0.0, weights)
         total = weights.sum(axis=1, keepdims=True)

@@ -90,6 +90,16 @@ def test_resize_matches_onnxruntime(mode: str, coord: str, nearest: str, by_size
 
 
 @pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_resize_on_a_source_coordinate_that_rounds_to_a_whole_pixel(mode: str) -> None:
+    # 7 -> 17 rows, half_pixel: output row 8 maps to 8.5 * 7/17 - 0.5, which is 3 up to float64 rounding;
+    # the taps and their weights must agree on which pixel that is.
+    x = np.random.default_rng(0).standard_normal((1, 2, 7, 2)).astype(np.float32)
+    sizes = np.array([1, 2, 17, 1], dtype=np.int64)
+    assert_matches_ort("Resize", [x, None, None, sizes], {"mode": mode, "coordinate_transformation_mode": "half_pixel"},
+                       rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
 def test_resize_antialias_downscale(mode: str) -> None:
     x = np.random.default_rng(1).standard_normal((1, 3, 16, 12)).astype(np.float32)
     sizes = np.array([1, 3, 5, 7], dtype=np.int64)
