@@ -4,10 +4,6 @@
 written under the job's ``out`` directory. ``redis``: the image is a blob in
 Redis; outputs go into the job's outputs hash. Either way an item's output
 names depend only on its name, so a redelivered item rewrites the same files.
-
-Image outputs are PNGs at zlib level 1 (:data:`PNG_COMPRESS_LEVEL`): encoding
-is the largest cost a worker adds to a prediction, and level 1 halves it for
-files a few percent larger than level 6 would make.
 """
 
 from __future__ import annotations
@@ -29,8 +25,6 @@ from engine.outputs import write_item_outputs
 from scheduler import blobs
 from scheduler.jobs import JobRecord
 from workers.exceptions import UnsafeOutputNameError
-
-PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -79,14 +73,12 @@ def write_outputs(r: redis.Redis, job: JobRecord, item: ChunkItem, outputs: Mapp
     rel = safe_relative_name(item.name)
     if job.transport == "redis":
         with tempfile.TemporaryDirectory(prefix="corral-out-") as tmp:
-            written = write_item_outputs(tmp, rel.stem, outputs, description,
-                                         png_compress_level=PNG_COMPRESS_LEVEL)
+            written = write_item_outputs(tmp, rel.stem, outputs, description)
             files = {str(rel.parent / p.name) if str(rel.parent) != "." else p.name: p.read_bytes()
                      for p in written}
         blobs.store_outputs(r, job.id, files, ttl=job.blob_ttl)
         return []
-    written = write_item_outputs(Path(job.out).joinpath(*rel.parent.parts), rel.stem, outputs, description,
-                                 png_compress_level=PNG_COMPRESS_LEVEL)
+    written = write_item_outputs(Path(job.out).joinpath(*rel.parent.parts), rel.stem, outputs, description)
     if item.redelivered:
         remove_stale_temporaries(written)
     return written

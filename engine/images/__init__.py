@@ -32,17 +32,27 @@ inside, centre, pad with black), ``reject`` or ``none`` (the size must
 already be allowed) — converts to the feature's colour layout (``GRAY`` uses
 luma L = 0.299 R + 0.587 G + 0.114 B) and computes
 ``tensor[c] = pixel[c] * scale[c] + bias[c]`` as float32 ``[C, H, W]``.
-Resizing is bilinear with Pillow's antialiasing. :func:`tensor_to_image`
-inverts the mapping for image outputs: ``pixel = (tensor - bias) / scale``,
-clipped to 0..255 and rounded.
+Resizing is bilinear with Pillow's antialiasing. :func:`tensor_to_pixels`
+(and :func:`tensor_to_image`) inverts the mapping for image outputs:
+``pixel = (tensor - bias) / scale``, clipped to 0..255 and rounded; image
+outputs are written by :func:`encode_png`.
 """
 
 from __future__ import annotations
 
 from engine.images.decode import DEFAULT_MAX_PIXELS, decode_image, normalize_mode
-from engine.images.tensor import RESIZE_POLICIES, ResizePolicy, image_to_tensor, resize, target_size, tensor_to_image
+from engine.images.png import encode_png
+from engine.images.tensor import (
+                                  RESIZE_POLICIES,
+                                  ResizePolicy,
+                                  image_to_tensor,
+                                  resize,
+                                  target_size,
+                                  tensor_to_image,
+                                  tensor_to_pixels,
+)
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "RESIZE_POLICIES", "ResizePolicy", "decode_image", "image_to_tensor", "normalize_mode",
-    "resize", "target_size", "tensor_to_image",
+    "DEFAULT_MAX_PIXELS", "RESIZE_POLICIES", "ResizePolicy", "decode_image", "encode_png", "image_to_tensor",
+    "normalize_mode", "resize", "target_size", "tensor_to_image", "tensor_to_pixels",
 ]

@@ -111,11 +111,11 @@ def image_to_tensor(image: Image.Image | str | os.PathLike[str] | bytes, feature
     return np.ascontiguousarray(pixels * scale + bias, dtype=np.float32)
 
 
-def tensor_to_image(array: np.ndarray, feature: Feature) -> Image.Image:
+def tensor_to_pixels(array: np.ndarray, feature: Feature) -> np.ndarray:
     """Invert the feature's mapping: ``pixel = (tensor - bias) / scale``, clipped to 0..255 and rounded.
 
-    Takes ``[C, H, W]`` (or ``[H, W]`` for a gray feature); gives ``L`` for
-    ``GRAY`` and ``RGB`` otherwise.
+    Takes ``[C, H, W]`` (or ``[H, W]`` for a gray feature); gives uint8
+    ``[H, W]`` for ``GRAY`` and ``[H, W, 3]`` RGB otherwise.
     """
     arr = np.asarray(array, dtype=np.float32)
     if arr.ndim == 4 and arr.shape[0] == 1:
@@ -131,7 +131,13 @@ def tensor_to_image(array: np.ndarray, feature: Feature) -> Image.Image:
         pixels = (arr - bias) / scale
     pixels = np.rint(np.clip(np.nan_to_num(pixels, nan=0.0), 0, 255)).astype(np.uint8)
     if feature.color_layout == "GRAY":
-        return Image.fromarray(pixels[0], "L")
+        return pixels[0]
     if feature.color_layout == "BGR":
         pixels = pixels[::-1]
-    return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
+    return np.ascontiguousarray(pixels.transpose(1, 2, 0))
+
+
+def tensor_to_image(array: np.ndarray, feature: Feature) -> Image.Image:
+    """:func:`tensor_to_pixels` as a Pillow image: ``L`` for ``GRAY``, ``RGB`` otherwise."""
+    pixels = tensor_to_pixels(array, feature)
+    return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
