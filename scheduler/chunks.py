@@ -49,8 +49,11 @@ def record_published(p: redis.client.Pipeline, job_id: str, chunks: Iterable[tup
 def send_chunk(app: Celery, job_id: str, chunk: int, items: list[dict[str, Any]], *, queue: str, priority: int,
                attempt: int = 0, producer: Any = None) -> None:
     """Publish one chunk message (``priority``: corral's 0..9) with a task id naming the chunk."""
+    # argsrepr/kwargsrepr: what worker logs and monitoring show of the message, given here because Celery's
+    # default repr of every item reference costs more than the rest of the publish.
     app.send_task(CHUNK_TASK, args=[job_id, items], kwargs={"chunk": chunk}, task_id=task_id(job_id, chunk, attempt),
-                  queue=queue, priority=kombu_priority(priority), producer=producer)
+                  queue=queue, priority=kombu_priority(priority), producer=producer,
+                  argsrepr=f"[{job_id!r}, <{len(items)} items>]", kwargsrepr=f"{{'chunk': {chunk}}}")
 
 
 def claim(p: redis.client.Pipeline, job_id: str, chunk: int, worker_id: str) -> None:

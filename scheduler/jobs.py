@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -46,10 +46,6 @@ class Outcome(str, Enum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"  # the job was cancelled before the item ran
-
-
-# The older name, still imported by workers/tasks.py; the same type.
-JobNotFound = JobNotFoundError
 
 
 def new_job_id() -> str:
@@ -88,7 +84,8 @@ class JobRecord:
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for key, value in asdict(self).items():
+        for key in _FIELD_NAMES:
+            value = getattr(self, key)  # shallow: ``inputs`` is serialized below, nothing else nests
             if key in ("started", "finished") and not value:
                 continue  # absent until set (mark_started relies on HSETNX)
             if key == "inputs":
@@ -118,6 +115,9 @@ class JobRecord:
             else:
                 kwargs[f.name] = raw
         return cls(**kwargs)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
 
 
 def _s(value: bytes | str) -> str:
