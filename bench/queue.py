@@ -215,10 +215,10 @@ def bench_submit(url: str, tmp: Path, n: int, repeats: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- (c)
-def concurrent_round(url: str, paths: list[Path], model: Path, inputs: dict, out: Path) -> tuple[float, float]:
+def concurrent_round(client: Client, paths: list[Path], model: Path, inputs: dict, out: Path) -> tuple[float, float]:
     """Jobs/s from the first submit to the last item counted, and from the first item started to the last
-    counted (the worker's side alone, without the producer's submit calls)."""
-    client = Client(url)  # one client (one Celery app and connection pool) shared by the submitting threads
+    counted (the worker's side alone, without the producer's submit calls). The submitting threads share
+    ``client`` (one Celery app and connection pool), as the request handlers of a web app would."""
     jobs: list[Any] = []
     start = time.time()
     threads = [threading.Thread(target=lambda p=p: jobs.append(
@@ -244,17 +244,19 @@ def bench_concurrent(base_url: str, tmp: Path, name: str, size: int, jobs: int, 
     urls = {"on": base_url[:-1] + "1", "off": base_url[:-1] + "2"}
     args = {"on": ("--max-batch", "16", "--max-delay-ms", "20"), "off": ("--max-batch", "1")}
     rows = []
+    clients = {label: Client(url) for label, url in urls.items()}
     with contextlib.ExitStack() as stack:
         for label in ("on", "off"):
             stack.enter_context(worker(urls[label], tmp / f"conc-{label}.log", *args[label],
                                        "--concurrency", str(jobs)))
-            concurrent_round(urls[label], paths[:2], model, inputs, tmp / "warm")  # load the model
+            # untimed: the worker loads the model, the client opens its connections
+            concurrent_round(clients[label], paths, model, inputs, tmp / "warm")
         warm = {label: batch_sizes(urls[label]) for label in urls}
         for k in range(repeats):
             row = {}
             for label in (("on", "off") if k % 2 == 0 else ("off", "on")):
                 row[f"{label}_jobs_s"], row[f"{label}_worker_jobs_s"] = concurrent_round(
-                    urls[label], paths, model, inputs, tmp / f"c-{label}-{k}")
+                    clients[label], paths, model, inputs, tmp / f"c-{label}-{k}")
                 shutil.rmtree(tmp / f"c-{label}-{k}")
             row["speedup"] = row["on_jobs_s"] / row["off_jobs_s"]
             row["worker_speedup"] = row["on_worker_jobs_s"] / row["off_worker_jobs_s"]
