@@ -5,7 +5,8 @@ Flow of one item::
     submit ──> decode pool: read, decode, map to a tensor ──> pending group
            (model, non-image inputs, tensor shapes)
     device thread: picks a group when it holds max_batch items, or when its
-    oldest item has waited max_delay_ms; runs predict_batch
+    oldest item has waited max_delay_ms (twice that while other accepted
+    items are still being decoded); runs predict_batch
     ──> writer pool: each item's outputs written (encoded, fsynced) in parallel
     ──> the batch's last write syncs the output directories (the renames become durable), then counts
         the outcomes of every job in it, one round trip ──> futures resolved
@@ -119,28 +120,39 @@ class Batcher:
     def _prepare(self, job: JobRecord, item: ChunkItem, fut: Future[Outcome]) -> None:
         """Decode pool: image -> tensor, then into its group. Failures are the item's outcome."""
         try:
-            if self.is_cancelled(job.id):
-                self._finish(job, [(item, fut, ItemOutcome(item.index, Outcome.SKIPPED, item.label))])
-                return
-            with self.cache.use(self.model_key(job)) as model:
-                feeds = self._feeds(job, item, model)
+            cancelled = self.is_cancelled(job.id)
+            if not cancelled:
+                with self.cache.use(self.model_key(job)) as model:
+                    feeds = self._feeds(job, item, model)
+                shapes = tuple((name, getattr(v, "shape", None)) for name, v in sorted(feeds.items()))
+                key = (self.model_key(job), json.dumps(job.inputs, sort_keys=True), shapes)
         except Exception as exc:  # noqa: BLE001 - one bad item never stops the others
+            self._prepared(None)
             self._finish(job, [(item, fut, _failure(item, exc))])
             return
-        finally:
-            with self._cond:
-                self._decoding -= 1
-        shapes = tuple((name, getattr(v, "shape", None)) for name, v in sorted(feeds.items()))
-        key = (self.model_key(job), json.dumps(job.inputs, sort_keys=True), shapes)
+        if cancelled:
+            self._prepared(None)
+            self._finish(job, [(item, fut, ItemOutcome(item.index, Outcome.SKIPPED, item.label))])
+            return
+        self._prepared((key, _Pending(job, item, feeds, fut)))
+
+    def _prepared(self, entry: tuple[tuple, _Pending] | None) -> None:
+        """An item left the decode stage: into its group (``entry``), or to its outcome (None)."""
         with self._cond:
+            self._decoding -= 1
+            if entry is None:
+                if self._decoding == 0:
+                    self._cond.notify()  # deadlines shorten once nothing is left to decode
+                return
+            key, pending = entry
             if self._draining:
-                fut.set_exception(Requeue())
+                pending.future.set_exception(Requeue())
                 return
             group = self._groups.setdefault(key, [])
-            group.append(_Pending(job, item, feeds, fut))
-            # Wake the device thread only when this changes what it waits for: a new group (a new deadline)
-            # or a full one. Otherwise it is already waiting for this group's deadline.
-            if len(group) == 1 or len(group) == self.config.max_batch:
+            group.append(pending)
+            # Wake the device thread only when this changes what it waits for: a new group (a new deadline),
+            # a full one, or the last decode done (deadlines shorten). Otherwise it already waits for this.
+            if len(group) == 1 or len(group) == self.config.max_batch or self._decoding == 0:
                 self._cond.notify()
 
     def _feeds(self, job: JobRecord, item: ChunkItem, model: CompiledModel) -> dict[str, Any]:
@@ -179,7 +191,10 @@ class Batcher:
         if not self._groups:
             return None
         now = time.monotonic()
-        delay = self.config.max_delay_ms / 1000.0
+        # While accepted items are still being decoded, a partial batch waits up to twice as long for them:
+        # cutting it sooner would not serve anyone sooner (more work is already queued behind it) and would
+        # spend a whole prediction on a fraction of a batch.
+        delay = self.config.max_delay_ms / 1000.0 * (2 if self._decoding else 1)
         full = [k for k, g in self._groups.items() if len(g) >= self.config.max_batch]
         due = full or [k for k, g in self._groups.items() if now - g[0].ready_at >= delay or self._stopped]
         if not due:

@@ -63,7 +63,7 @@ def check_precision(precision: str, backend: str, device: str) -> None:
               help="fp16: half precision, with --backend torch (or auto) on a CUDA device only")
 @click.option("--max-batch", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--max-delay-ms", type=click.FloatRange(0), default=20.0, show_default=True,
-              help="longest an item waits for its batch to fill")
+              help="longest an item waits for its batch to fill (twice that while more items are being decoded)")
 @click.option("--memory-budget", default="2GiB", show_default=True, help="bytes of warm models to keep")
 @click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True,
               help="chunks in flight at once (threads feeding the one batcher)")

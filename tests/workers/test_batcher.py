@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -109,6 +112,53 @@ def test_waits_at_most_max_delay_for_a_batch_to_fill(r, model_path: str, tmp_pat
         start = time.monotonic()
         assert b.submit(job, _images(tmp_path / "in", 1))[0].result(10) is Outcome.DONE
         assert 0.09 <= time.monotonic() - start < 1.0
+    finally:
+        b.close()
+
+
+def _late_item(tmp_path: Path, index: int, after: float) -> tuple[ChunkItem, threading.Thread]:
+    """An item whose file is a FIFO that gets its PNG bytes only ``after`` seconds: its decode blocks until then."""
+    path = tmp_path / f"late{index}.png"
+    os.mkfifo(path)
+    buf = io.BytesIO()
+    Image.new("RGB", (6, 5), (9, 9, 9)).save(buf, format="PNG")
+
+    def feed() -> None:
+        time.sleep(after)
+        with open(path, "wb") as fh:
+            fh.write(buf.getvalue())
+
+    return ChunkItem(index, path.name, str(path)), threading.Thread(target=feed, daemon=True)
+
+
+def test_a_partial_batch_waits_for_items_still_being_decoded(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=8, max_delay_ms=150, decode_threads=2)
+    try:
+        b.submit(_job(r, model_path, tmp_path / "w", "w", 1), _images(tmp_path / "warm", 1))[0].result(10)
+        b.batch_sizes.clear()
+        ready = _images(tmp_path / "in", 1)[0]
+        late, feeder = _late_item(tmp_path, 1, after=0.22)  # past max_delay, within twice it
+        feeder.start()
+        futs = b.submit(_job(r, model_path, tmp_path / "out", "j", 2), [ready, late])
+        assert [f.result(10) for f in futs] == [Outcome.DONE, Outcome.DONE]
+        assert b.batch_sizes == {2: 1}  # one batch: the first item waited for the second's decode
+    finally:
+        b.close()
+
+
+def test_items_still_decoding_extend_the_wait_at_most_to_twice_max_delay(r, model_path: str, tmp_path: Path) -> None:
+    b = _batcher(r, max_batch=8, max_delay_ms=100, decode_threads=2)
+    try:
+        b.submit(_job(r, model_path, tmp_path / "w", "w", 1), _images(tmp_path / "warm", 1))[0].result(10)
+        b.batch_sizes.clear()
+        late, feeder = _late_item(tmp_path, 1, after=1.5)
+        feeder.start()
+        start = time.monotonic()
+        first, second = b.submit(_job(r, model_path, tmp_path / "out", "j", 2), [_images(tmp_path / "in", 1)[0], late])
+        assert first.result(10) is Outcome.DONE
+        assert 0.19 <= time.monotonic() - start < 1.0  # cut at twice max_delay, not when the late item came
+        assert second.result(10) is Outcome.DONE
+        assert b.batch_sizes == {1: 2}
     finally:
         b.close()
 
