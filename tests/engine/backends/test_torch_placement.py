@@ -98,8 +98,9 @@ def test_instance_norm_nhwc_one_pass_and_centred_paths_are_exact(offset, spread)
     """Near zero the statistics take one pass; far from it (mean^2 / var of 9 and 6400) the centred form."""
     x = nhwc(2, 16, 96, 80, offset=offset, spread=spread, seed=3)
     x64 = x.double()
-    scale = torch.rand(2, 16, 1, 1, dtype=torch.float64) + 0.5
-    shift = torch.randn(1, 16, 1, 1, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(4)  # not the global generator: the values must not depend on test order
+    scale = torch.rand(2, 16, 1, 1, dtype=torch.float64, generator=gen) + 0.5
+    shift = torch.randn(1, 16, 1, 1, dtype=torch.float64, generator=gen)
     var, mean = torch.var_mean(x64, dim=(2, 3), correction=0, keepdim=True)
     want = torch.relu((x64 - mean) / torch.sqrt(var + 1e-5) * scale + shift)
     got = instance_norm_nhwc(x, scale.float(), shift.float(), 1e-5, "Relu", OPTIONS)
@@ -111,7 +112,8 @@ def test_instance_norm_nhwc_one_pass_and_centred_paths_are_exact(offset, spread)
     target.ask((1, 1, 1, 1))
     inner = instance_norm_nhwc(x, scale.float(), shift.float(), 1e-5, "Relu", OPTIONS, target)
     assert not inner.is_contiguous(memory_format=torch.channels_last)  # the interior of the Pad's buffer
-    assert float((inner - got).abs().max()) < 1e-6  # the centred sums run over the padded buffer
+    # the centred sums run over the padded buffer: the same values up to a few float32 roundings
+    assert float((inner - got).abs().max()) <= 4 * torch.finfo(torch.float32).eps * float(got.abs().max())
 
 
 def test_large_convolution_into_the_pool_matches_conv2d() -> None:
