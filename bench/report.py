@@ -167,7 +167,7 @@ def _torch(d: dict[str, Any]) -> list[Figure]:
 KNOWN = [
     Benchmark("engine", "engine.py", [], ["--quick"], _engine),
     Benchmark("coldstart", "coldstart.py", [], [], _coldstart),
-    Benchmark("queue", "queue.py", [], ["--images", "100", "--submit-images", "10000", "--repeats", "1"], _queue),
+    Benchmark("queue", "queue.py", [], ["--repeats", "5"], _queue),
     Benchmark("torch_backend", "torch_backend.py", [], ["--repeats", "2"], _torch),
 ]
 
