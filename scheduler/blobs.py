@@ -71,7 +71,7 @@ def fetch_outputs(r: redis.Redis, job_id: str, out: str | os.PathLike[str]) -> l
     root = Path(out)
     written = []
     for name, data in r.hscan_iter(keys.job_outputs(job_id), count=64):
-        rel = PurePosixPath(name.decode() if isinstance(name, bytes) else name)
+        rel = PurePosixPath(keys.text(name))
         if rel.is_absolute() or ".." in rel.parts:
             continue  # never write outside `out`
         path = root.joinpath(*rel.parts)

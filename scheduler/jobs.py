@@ -98,7 +98,7 @@ class JobRecord:
 
     @classmethod
     def from_hash(cls, data: dict[bytes | str, bytes | str]) -> JobRecord:
-        text = {_s(k): _s(v) for k, v in data.items()}
+        text = {keys.text(k): keys.text(v) for k, v in data.items()}
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in text:
@@ -118,10 +118,6 @@ class JobRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(JobRecord))
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def create_job(r: redis.Redis, record: JobRecord) -> None:
@@ -146,7 +142,7 @@ def load_job(r: redis.Redis, job_id: str) -> JobRecord:
 
 def job_status(r: redis.Redis, job_id: str) -> JobStatus | None:
     raw = r.hget(keys.job(job_id), "status")
-    return None if raw is None else JobStatus(_s(raw))
+    return None if raw is None else JobStatus(keys.text(raw))
 
 
 # KEYS: job hash. ARGV: now. Sets `started` once and moves queued -> running; a missing job is left alone.
@@ -187,7 +183,7 @@ def _transition(r: redis.Redis, job_id: str, allowed: set[JobStatus], to: JobSta
             try:
                 p.watch(key)
                 current = p.hget(key, "status")
-                if current is None or JobStatus(_s(current)) not in allowed:
+                if current is None or JobStatus(keys.text(current)) not in allowed:
                     p.unwatch()
                     return False
                 p.multi()
@@ -279,17 +275,17 @@ def finished_indices(r: redis.Redis, job_id: str, indices: list[int]) -> set[int
 def failures(r: redis.Redis, job_id: str) -> list[dict[str, Any]]:
     """Per-item failures, in item order: ``{"index", "file", "reason"}``."""
     raw = r.hgetall(keys.job_failures(job_id))
-    rows = [{"index": int(_s(k)), **json.loads(_s(v))} for k, v in raw.items()]
+    rows = [{"index": int(keys.text(k)), **json.loads(keys.text(v))} for k, v in raw.items()]
     return sorted(rows, key=lambda row: row["index"])
 
 
 def rejected(r: redis.Redis, job_id: str) -> list[dict[str, str]]:
-    return [json.loads(_s(v)) for v in r.lrange(keys.job_rejected(job_id), 0, -1)]
+    return [json.loads(keys.text(v)) for v in r.lrange(keys.job_rejected(job_id), 0, -1)]
 
 
 def list_jobs(r: redis.Redis, limit: int = 50) -> list[JobRecord]:
     """Newest first."""
-    ids = [_s(i) for i in r.zrevrange(keys.JOBS, 0, limit - 1)]
+    ids = [keys.text(i) for i in r.zrevrange(keys.JOBS, 0, limit - 1)]
     records = []
     for job_id in ids:
         data = r.hgetall(keys.job(job_id))

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 PREFIX = "corral:"
 
+
+def text(value: bytes | str) -> str:
+    """A key, member or field value as Redis returned it (bytes, unless the client decodes), as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 # queue names (Celery routing keys); one per device kind
 CPU_QUEUE = "corral.cpu"
 CUDA_QUEUE = "corral.cuda"

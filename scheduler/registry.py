@@ -57,7 +57,7 @@ def withdraw(r: redis.Redis, worker_id: str) -> None:
 
 def live_workers(r: redis.Redis) -> list[WorkerInfo]:
     """Workers whose heartbeat has not expired; stale registry entries are pruned."""
-    ids = [i.decode() if isinstance(i, bytes) else i for i in r.zrange(keys.WORKERS, 0, -1)]
+    ids = [keys.text(i) for i in r.zrange(keys.WORKERS, 0, -1)]
     if not ids:
         return []
     raw = r.mget([keys.worker(i) for i in ids])

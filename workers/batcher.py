@@ -326,7 +326,7 @@ class Batcher:
                             pipe.hget(keys.job(job_id), "status")
                         raw = pipe.execute()
                     for job_id, status in zip(jobs, raw):
-                        self.note_status(job_id, None if status is None else JobStatus(_text(status)))
+                        self.note_status(job_id, None if status is None else JobStatus(keys.text(status)))
                 except redis.RedisError:
                     log.debug("could not refresh job statuses", exc_info=True)
             time.sleep(every)
@@ -377,10 +377,6 @@ class _BatchWrites:
             self._done.append((p, outcome))
             self._left -= 1
             return self._done if self._left == 0 else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _failure(item: ChunkItem, exc: BaseException) -> ItemOutcome:

@@ -118,7 +118,7 @@ class ChunkSweeper:
         return lost
 
     def _active_jobs(self) -> tuple[list[_Job], list[str]]:
-        ids = sorted(_s(i) for i in self.r.smembers(keys.ACTIVE_JOBS))
+        ids = sorted(keys.text(i) for i in self.r.smembers(keys.ACTIVE_JOBS))
         with self.r.pipeline(transaction=False) as p:
             for job_id in ids:
                 p.hmget(keys.job(job_id), ["total", "done", "failed", "skipped", "queue", "priority"])
@@ -132,8 +132,8 @@ class ChunkSweeper:
             if total is None or count >= int(total):
                 finished.append(job_id)
                 continue
-            jobs.append(_Job(job_id, _s(queue or keys.CPU_QUEUE), int(priority or 5), count,
-                             {int(c) for c in outstanding}, {int(k): _s(v) for k, v in claims.items()}))
+            jobs.append(_Job(job_id, keys.text(queue or keys.CPU_QUEUE), int(priority or 5), count,
+                             {int(c) for c in outstanding}, {int(k): keys.text(v) for k, v in claims.items()}))
         return jobs, finished
 
     def _forget(self, job_ids: list[str]) -> None:
@@ -158,7 +158,7 @@ class ChunkSweeper:
 
     def _missing(self, jobs: list[_Job], handled: set[tuple[str, int]], now: float) -> list[LostChunk]:
         """Unclaimed chunks of stalled jobs found nowhere in the broker, for a second round running."""
-        seen = {_s(k): int(v) for k, v in self.r.hgetall(keys.SWEEP_PROGRESS).items()}
+        seen = {keys.text(k): int(v) for k, v in self.r.hgetall(keys.SWEEP_PROGRESS).items()}
         if jobs:
             self.r.hset(keys.SWEEP_PROGRESS, mapping={job.id: job.finished for job in jobs})
         stalled = [job for job in jobs if seen.get(job.id) == job.finished]
@@ -170,7 +170,7 @@ class ChunkSweeper:
             return []
         missing = candidates - known
         scanned = {job.id for job in stalled}
-        suspects = {_s(k): float(v) for k, v in self.r.hgetall(keys.SWEEP_SUSPECTS).items()}
+        suspects = {keys.text(k): float(v) for k, v in self.r.hgetall(keys.SWEEP_SUSPECTS).items()}
         by_id = {job.id: job for job in stalled}
         lost, fresh = [], {}
         for job_id, chunk in sorted(missing):
@@ -211,7 +211,7 @@ class ChunkSweeper:
     def _drop_suspects(self, drop: Callable[[str, int], bool]) -> None:
         stale = []
         for key in self.r.hkeys(keys.SWEEP_SUSPECTS):
-            job_id, _, chunk = _s(key).rpartition(".")
+            job_id, _, chunk = keys.text(key).rpartition(".")
             if drop(job_id, int(chunk)):
                 stale.append(key)
         if stale:
@@ -233,10 +233,6 @@ def _add_task(known: set[tuple[str, int]], message: dict) -> None:
     parsed = chunks.parse_task_id(str((message.get("headers") or {}).get("id", "")))
     if parsed is not None:
         known.add(parsed)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def celery_republisher(app: Celery) -> Republish:
