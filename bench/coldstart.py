@@ -101,8 +101,8 @@ def main() -> int:
     # restart: a new process-worth of state, same disk caches, store down
     restarted = ModelFetcher(RemoteSource(StoreClient(url)), work / "worker1")
     results["restart"] = _timed_fetch(restarted, ref, inputs)
-    cache: ModelCache[tuple[str, str, str], Any] = ModelCache(restarted.loader, 4 << 30)
-    key = (ref, "numpy", "cpu")
+    cache: ModelCache[tuple[str, str, str, str], Any] = ModelCache(restarted.loader, 4 << 30)
+    key = (ref, "numpy", "cpu", "fp32")  # the worker's model key
     cache.acquire(key)
     cache.release(key)
     t = time.perf_counter()

@@ -222,10 +222,10 @@ class ModelFetcher:
         self.trim()
         return compiled
 
-    def loader(self, key: tuple[str, ...]) -> Any:
-        """A :class:`workers.model_cache.ModelCache` loader for keys ``(ref, backend, device[, precision])``."""
-        ref, backend, device = key[:3]
-        return self.fetch(ref, device=device, backend=backend, precision=key[3] if len(key) > 3 else "fp32")
+    def loader(self, key: tuple[str, str, str, str]) -> Any:
+        """A :class:`workers.model_cache.ModelCache` loader for keys ``(ref, backend, device, precision)``."""
+        ref, backend, device, precision = key
+        return self.fetch(ref, device=device, backend=backend, precision=precision)
 
     def trim(self) -> None:
         """Keep each disk cache under its budget, dropping the least recently used files."""

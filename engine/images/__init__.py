@@ -43,13 +43,13 @@ from __future__ import annotations
 from engine.images.decode import DEFAULT_MAX_PIXELS, decode_image, normalize_mode
 from engine.images.png import encode_png
 from engine.images.tensor import (
-                                  RESIZE_POLICIES,
-                                  ResizePolicy,
-                                  image_to_tensor,
-                                  resize,
-                                  target_size,
-                                  tensor_to_image,
-                                  tensor_to_pixels,
+    RESIZE_POLICIES,
+    ResizePolicy,
+    image_to_tensor,
+    resize,
+    target_size,
+    tensor_to_image,
+    tensor_to_pixels,
 )
 
 __all__ = [

@@ -149,8 +149,8 @@ def test_the_worker_memory_cache_loads_through_the_fetcher_once(live_store: Stor
     with StoreClient(live.url, live.token) as client:
         client.push(model_file, "tiny")
     fetcher = ModelFetcher(RemoteSource(StoreClient(live.url)), tmp_path / "cache")
-    cache: ModelCache[tuple[str, str, str], engine.CompiledModel] = ModelCache(fetcher.loader, 1 << 30)
-    key = ("tiny:1@fp16", "numpy", "cpu")
+    cache: ModelCache[tuple[str, str, str, str], engine.CompiledModel] = ModelCache(fetcher.loader, 1 << 30)
+    key = ("tiny:1@fp16", "numpy", "cpu", "fp32")  # the store variant fp16, computed in float32 on the CPU
 
     def run(_: int) -> np.ndarray:
         with cache.use(key) as model:
@@ -171,7 +171,7 @@ def test_default_fetcher_and_ref_detection(monkeypatch: pytest.MonkeyPatch, mode
     Repository(tmp_path / "store").publish("tiny", model_file)
     assert fetch.is_store_ref("tiny:1@lut4") and not fetch.is_store_ref(str(model_file))
     assert fetch.default_fetcher() is fetch.default_fetcher()
-    compiled = fetch.default_fetcher().loader(("tiny:1@lut4", "numpy", "cpu"))
+    compiled = fetch.default_fetcher().loader(("tiny:1@lut4", "numpy", "cpu", "fp32"))
     assert compiled.run({"x": X})["y"].shape == (2, 4, 8, 8)
     assert list((tmp_path / "cache" / "compiled").glob("*.npz"))
     # a package given by path goes through the same compiled cache
