@@ -2,7 +2,7 @@
 
 Flow of one item::
 
-    submit ──> decode pool: read, decode, map to a tensor ──> pending group
+    submit ──> intake ──> decode pool: read, decode, map to a tensor ──> pending group
            (model, non-image inputs, tensor shapes)
     device thread: picks a group when it holds max_batch items, or when its
     oldest item has waited max_delay_ms (twice that while other accepted
@@ -13,7 +13,12 @@ Flow of one item::
 
 Decoding and writing run on thread pools while the device thread computes,
 so the device is fed the next batch as soon as it finishes one; the device
-thread itself never waits on Redis or on disk. Groups are keyed across
+thread itself never waits on Redis or on disk. Decoding is paced: only
+``decode_ahead`` batches' worth of items are decoded or waiting in groups at
+once, the rest wait undecoded in the intake. A worker that has prefetched
+hundreds of items therefore holds a few batches of tensors, not hundreds, and
+decodes them a batch at a time beside the device instead of in one burst that
+would take the CPU from the first batches. Groups are keyed across
 chunks *and* jobs: sixteen one-image jobs for the same model and image size
 become one batch of sixteen. Outcomes are counted in one pipeline per batch
 (one script call per job in it, see :func:`scheduler.jobs.queue_outcomes`),
@@ -30,7 +35,7 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,6 +76,7 @@ class BatcherConfig:
     max_batch: int = 16
     max_delay_ms: float = 20.0
     decode_threads: int = 4
+    decode_ahead: int = 2  # batches' worth of items decoded ahead of the device: the next batch, and one filling
     writer_threads: int = 4  # PNG encoding and fsync release the GIL: several overlap with the next batch
     max_pixels: int = 100_000_000
 
@@ -86,7 +92,9 @@ class Batcher:
         self.batch_sizes: dict[int, int] = {}
         self._cond = threading.Condition()
         self._groups: OrderedDict[tuple, list[_Pending]] = OrderedDict()
+        self._intake: deque[tuple[JobRecord, ChunkItem, Future[Outcome]]] = deque()  # accepted, not yet decoding
         self._decoding = 0
+        self._grouped = 0  # items in self._groups
         self._draining = False
         self._stopped = False
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="corral-decode")
@@ -99,23 +107,36 @@ class Batcher:
 
     # ------------------------------------------------------------------ intake
     def submit(self, job: JobRecord, items: list[ChunkItem]) -> list[Future[Outcome]]:
-        futures = []
-        for item in items:
-            fut: Future[Outcome] = Future()
-            futures.append(fut)
-            with self._cond:
-                if self._draining:
+        futures: list[Future[Outcome]] = [Future() for _ in items]
+        with self._cond:
+            if self._draining:
+                for fut in futures:
                     fut.set_exception(Requeue())
-                    continue
-                self._decoding += 1
-            self._decode_pool.submit(self._prepare, job, item, fut)
+                return futures
+            self._intake.extend((job, item, fut) for item, fut in zip(items, futures))
+            start = self._release()
+        self._start_decoding(start)
         return futures
+
+    def _release(self) -> list[tuple[JobRecord, ChunkItem, Future[Outcome]]]:
+        """Under the lock: take items from the intake up to the decode-ahead bound; they count as decoding."""
+        room = self.config.decode_ahead * self.config.max_batch - self._decoding - self._grouped
+        start = []
+        while room > 0 and self._intake:
+            start.append(self._intake.popleft())
+            room -= 1
+        self._decoding += len(start)
+        return start
+
+    def _start_decoding(self, entries: list[tuple[JobRecord, ChunkItem, Future[Outcome]]]) -> None:
+        for job, item, fut in entries:
+            self._decode_pool.submit(self._prepare, job, item, fut)
 
     @property
     def backlog(self) -> int:
         """Items accepted and not yet in a running batch."""
         with self._cond:
-            return self._decoding + sum(len(g) for g in self._groups.values())
+            return len(self._intake) + self._decoding + self._grouped
 
     def _prepare(self, job: JobRecord, item: ChunkItem, fut: Future[Outcome]) -> None:
         """Decode pool: image -> tensor, then into its group. Failures are the item's outcome."""
@@ -140,20 +161,23 @@ class Batcher:
         """An item left the decode stage: into its group (``entry``), or to its outcome (None)."""
         with self._cond:
             self._decoding -= 1
+            settled = self._decoding == 0 and not self._intake  # deadlines shorten once nothing is left to decode
             if entry is None:
-                if self._decoding == 0:
-                    self._cond.notify()  # deadlines shorten once nothing is left to decode
-                return
-            key, pending = entry
-            if self._draining:
-                pending.future.set_exception(Requeue())
-                return
-            group = self._groups.setdefault(key, [])
-            group.append(pending)
-            # Wake the device thread only when this changes what it waits for: a new group (a new deadline),
-            # a full one, or the last decode done (deadlines shorten). Otherwise it already waits for this.
-            if len(group) == 1 or len(group) == self.config.max_batch or self._decoding == 0:
-                self._cond.notify()
+                if settled:
+                    self._cond.notify()
+            elif self._draining:
+                entry[1].future.set_exception(Requeue())
+            else:
+                key, pending = entry
+                group = self._groups.setdefault(key, [])
+                group.append(pending)
+                self._grouped += 1
+                # Wake the device thread only when this changes what it waits for: a new group (a new deadline),
+                # a full one, or the last decode done. Otherwise it already waits for this.
+                if len(group) == 1 or len(group) == self.config.max_batch or settled:
+                    self._cond.notify()
+            start = self._release()
+        self._start_decoding(start)
 
     def _feeds(self, job: JobRecord, item: ChunkItem, model: CompiledModel) -> dict[str, Any]:
         images = model.description.image_inputs
@@ -171,13 +195,15 @@ class Batcher:
             with self._cond:
                 batch = None
                 while batch is None:
-                    if self._stopped and not self._groups:
+                    if self._stopped and not self._groups and not self._decoding:
                         return
                     wait = self._take_ready()
                     if isinstance(wait, list):
                         batch = wait
                     else:
                         self._cond.wait(wait)
+                start = self._release()  # the batch left its group: decode the items that will follow it
+            self._start_decoding(start)
             try:
                 self._run(batch)
             except Exception as exc:  # a bug here must not kill the device thread
@@ -194,7 +220,7 @@ class Batcher:
         # While accepted items are still being decoded, a partial batch waits up to twice as long for them:
         # cutting it sooner would not serve anyone sooner (more work is already queued behind it) and would
         # spend a whole prediction on a fraction of a batch.
-        delay = self.config.max_delay_ms / 1000.0 * (2 if self._decoding else 1)
+        delay = self.config.max_delay_ms / 1000.0 * (2 if self._decoding or self._intake else 1)
         full = [k for k, g in self._groups.items() if len(g) >= self.config.max_batch]
         due = full or [k for k, g in self._groups.items() if now - g[0].ready_at >= delay or self._stopped]
         if not due:
@@ -202,6 +228,7 @@ class Batcher:
         key = min(due, key=lambda k: self._groups[k][0].ready_at)
         group = self._groups[key]
         batch, rest = group[:self.config.max_batch], group[self.config.max_batch:]
+        self._grouped -= len(batch)
         if rest:
             self._groups[key] = rest
         else:
@@ -342,17 +369,25 @@ class Batcher:
         """Stop taking work: items not yet in a running batch are handed back (their futures get Requeue)."""
         with self._cond:
             self._draining = True
-            pending = [p for g in self._groups.values() for p in g]
+            futures = [p.future for g in self._groups.values() for p in g] + [e[2] for e in self._intake]
             self._groups.clear()
+            self._grouped = 0
+            self._intake.clear()
             self._cond.notify_all()
-        for p in pending:
-            if not p.future.done():
-                p.future.set_exception(Requeue())
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(Requeue())
 
     def close(self, timeout: float = 30.0) -> None:
+        """Stop: items not yet decoding are handed back; those decoding or grouped still run."""
         with self._cond:
             self._stopped = True
+            handed_back = [e[2] for e in self._intake]
+            self._intake.clear()
             self._cond.notify_all()
+        for fut in handed_back:
+            if not fut.done():
+                fut.set_exception(Requeue())
         self._device.join(timeout)
         self._refresher.join(timeout)
         self._decode_pool.shutdown(wait=True)

@@ -67,7 +67,12 @@ def check_precision(precision: str, backend: str, device: str) -> None:
 @click.option("--memory-budget", default="2GiB", show_default=True, help="bytes of warm models to keep")
 @click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True,
               help="chunks in flight at once (threads feeding the one batcher)")
-@click.option("--decode-threads", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--decode-threads", type=click.IntRange(1), default=4, show_default=True,
+              help="threads reading, decoding and resizing images while the device computes")
+@click.option("--decode-ahead", type=click.IntRange(1), default=2, show_default=True,
+              help="batches' worth of items decoded ahead of the device; bounds the decoded images held in memory")
+@click.option("--writer-threads", type=click.IntRange(1), default=4, show_default=True,
+              help="threads encoding and writing outputs while the device computes")
 @click.option("--redis-url", envvar=ENV_REDIS_URL, default=None,
               help=f"Redis of the fleet [env {ENV_REDIS_URL}; default redis://127.0.0.1:6379/0]")
 @click.option("--visibility-timeout", type=float, envvar=ENV_VISIBILITY_TIMEOUT, default=None,
@@ -83,7 +88,7 @@ def check_precision(precision: str, backend: str, device: str) -> None:
               help=f"downloaded and compiled model caches [env {ENV_CACHE_DIR}; default ~/.cache/corral]")
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_ms: float, memory_budget: str,
-           concurrency: int, decode_threads: int, redis_url: str | None, visibility_timeout: float | None,
+           concurrency: int, decode_threads: int, decode_ahead: int, writer_threads: int, redis_url: str | None, visibility_timeout: float | None,
            metrics_port: int | None, plugins: tuple[str, ...], store_url: str | None, store_root: str | None,
            cache_dir: str | None, loglevel: str) -> None:
     """Run a worker for one device until stopped (SIGTERM/Ctrl-C drains and hands back unstarted work)."""
@@ -96,7 +101,8 @@ def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_
         redis_url=redis_url, device=device, backend=backend, precision=precision, concurrency=concurrency,
         memory_budget=parse_size(memory_budget), visibility_timeout=visibility_timeout, metrics_port=metrics_port,
         plugins=tuple(plugins) or None, store=base.store.with_(url=store_url, root=store_root, cache_dir=cache_dir),
-        batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_threads=decode_threads))
+        batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_threads=decode_threads,
+                             decode_ahead=decode_ahead, writer_threads=writer_threads))
     check_precision(precision, settings.resolved_backend(), device)
     app = make_app(QueueConfig(redis_url=settings.redis_url, visibility_timeout=settings.visibility_timeout))
     app.conf.worker_enable_remote_control = False

@@ -255,3 +255,58 @@ def test_a_batch_of_several_jobs_is_counted_in_one_round_trip_and_a_job_redis_re
         assert r.hgetall(keys.worker_batches("w1")) == {b"4": b"1"}
     finally:
         b.close()
+
+
+class _SlowDevice(Batcher):
+    """A batcher whose device takes 50 ms a batch, counting items decoded ahead of it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.lock = threading.Lock()
+        self.decoded = self.started = self.most_ahead = 0
+        super().__init__(*args, **kwargs)
+
+    def _feeds(self, job, item, model):
+        feeds = super()._feeds(job, item, model)
+        with self.lock:
+            self.decoded += 1
+            self.most_ahead = max(self.most_ahead, self.decoded - self.started)
+        return feeds
+
+    def _run(self, batch) -> None:
+        with self.lock:
+            self.started += len(batch)
+        time.sleep(0.05)
+        super()._run(batch)
+
+
+def _slow(r, **cfg) -> _SlowDevice:
+    cache = ModelCache(lambda key: engine.compile(engine.load(key)), 10**9)
+    return _SlowDevice(r, cache, lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
+
+
+def test_decoding_runs_at_most_decode_ahead_batches_ahead_of_the_device(r, model_path: str, tmp_path: Path) -> None:
+    b = _slow(r, max_batch=4, max_delay_ms=5, decode_ahead=2, decode_threads=4)
+    try:
+        job = _job(r, model_path, tmp_path / "out", "j", 40)
+        futs = b.submit(job, _images(tmp_path / "in", 40))
+        assert b.backlog >= 30  # accepted at once, though most wait undecoded
+        assert [f.result(30) for f in futs] == [Outcome.DONE] * 40
+        assert b.most_ahead <= 8  # never more than 2 batches of 4 decoded and waiting for the device
+        assert b.decoded == 40 and load_job(r, "j").done == 40
+    finally:
+        b.close()
+
+
+def test_drain_and_close_hand_back_items_still_waiting_to_be_decoded(r, model_path: str, tmp_path: Path) -> None:
+    for stop in ("drain", "close"):
+        b = _slow(r, max_batch=2, max_delay_ms=5, decode_ahead=1)
+        job = _job(r, model_path, tmp_path / stop, stop, 30)
+        futs = b.submit(job, _images(tmp_path / f"in-{stop}", 30))
+        time.sleep(0.08)
+        if stop == "drain":
+            b.drain()
+        b.close()
+        outcomes = [f.exception(10) or f.result() for f in futs]  # every future settles: nothing is lost
+        requeued = sum(isinstance(o, Requeue) for o in outcomes)
+        assert requeued >= 20 and requeued + outcomes.count(Outcome.DONE) == 30
+        assert load_job(r, stop).done == outcomes.count(Outcome.DONE)
