@@ -101,14 +101,18 @@ def image_to_tensor(image: Image.Image | str | os.PathLike[str] | bytes, feature
         image = resize(image, target_size(feature.shape, h, w), policy)
 
     if feature.color_layout == "GRAY":
-        pixels = np.asarray(image.convert("L"), dtype=np.float32)[None]  # [1, H, W]
+        pixels = np.asarray(image if image.mode == "L" else image.convert("L"))[None]  # uint8 [1, H, W]
     else:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)  # [3, H, W]
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB")).transpose(2, 0, 1)  # [3, H, W]
         if feature.color_layout == "BGR":
             pixels = pixels[::-1]
     scale = feature.per_channel(feature.scale)[:, None, None]
     bias = feature.per_channel(feature.bias)[:, None, None]
-    return np.ascontiguousarray(pixels * scale + bias, dtype=np.float32)
+    # One pass from uint8 straight into the contiguous float32 result (uint8 · float32 is computed in float32).
+    tensor = np.empty(pixels.shape, np.float32)
+    np.multiply(pixels, scale, out=tensor)
+    np.add(tensor, bias, out=tensor)
+    return tensor
 
 
 def tensor_to_pixels(array: np.ndarray, feature: Feature) -> np.ndarray:
@@ -128,13 +132,18 @@ def tensor_to_pixels(array: np.ndarray, feature: Feature) -> np.ndarray:
     scale = feature.per_channel(feature.scale)[:, None, None]
     bias = feature.per_channel(feature.bias)[:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        pixels = (arr - bias) / scale
-    pixels = np.rint(np.clip(np.nan_to_num(pixels, nan=0.0), 0, 255)).astype(np.uint8)
+        pixels = np.subtract(arr, bias)
+        np.divide(pixels, scale, out=pixels)
+    np.fmax(pixels, 0, out=pixels)  # NaN and -inf become 0 (fmax ignores NaN)
+    np.fmin(pixels, 255, out=pixels)  # +inf becomes 255
+    np.rint(pixels, out=pixels)
     if feature.color_layout == "GRAY":
-        return pixels[0]
+        return pixels[0].astype(np.uint8)
     if feature.color_layout == "BGR":
         pixels = pixels[::-1]
-    return np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    out = np.empty(pixels.shape[1:] + pixels.shape[:1], np.uint8)  # [H, W, 3]
+    np.copyto(out, pixels.transpose(1, 2, 0), casting="unsafe")
+    return out
 
 
 def tensor_to_image(array: np.ndarray, feature: Feature) -> Image.Image:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from engine.description import Feature, ShapeSpec
 from engine.exceptions import ImageDecodeError, InputError
-from engine.images import decode_image, image_to_tensor, target_size, tensor_to_image
+from engine.images import decode_image, image_to_tensor, target_size, tensor_to_image, tensor_to_pixels
 
 
 def _save(img: Image.Image, path: Path, fmt: str, **kw) -> Path:
@@ -305,6 +305,14 @@ def test_tensor_to_image_clips_and_handles_bgr_and_gray():
     assert np.asarray(img)[0, 0].tolist() == [0, 128, 255]
     gray = tensor_to_image(np.full((3, 5), 0.6, np.float32), _image_feature(layout="GRAY", scale=(1 / 255,)))
     assert gray.mode == "L" and gray.size == (5, 3) and np.asarray(gray)[0, 0] == 153
+
+
+def test_tensor_to_pixels_maps_non_finite_values_and_rounds_half_to_even():
+    feature = _image_feature(size=(1, 6), scale=(0.5,), bias=(1.0,))  # pixel = (t - 1) / 0.5
+    row = np.array([np.nan, -np.inf, np.inf, 1.25, 1.75, 200.0], np.float32)  # 0.5 -> 0, 1.5 -> 2 (to even)
+    pixels = tensor_to_pixels(np.stack([row, row, row])[:, None, :], feature)
+    assert pixels.dtype == np.uint8 and pixels.shape == (1, 6, 3) and pixels.flags.c_contiguous
+    assert pixels[0, :, 0].tolist() == [0, 0, 255, 0, 2, 255]
 
 
 def test_tensor_to_image_rejects_wrong_channel_count():
