@@ -121,10 +121,14 @@ def _queue(d: dict[str, Any]) -> list[Figure]:
         model = f"{e['model']} " if e.get("model") else ""
         out.append(Figure(f"{model}{e.get('images', '?')}-image job on one worker, {e.get('size', '?')}², "
                           f"batch {e.get('batch', '?')}", e["queue_img_s"], "img/s",
-                          "engine predict_batch alone, same images and batch", e["engine_img_s"],
+                          "engine predict_batch alone, given the same image files, same batch", e["engine_img_s"],
                           e.get("ratio", e["queue_img_s"] / e["engine_img_s"]),
                           f"target ratio ≥ {e.get('target', 0.9)}; ratio is the median of per-run ratios"
                           if "runs" in e else f"target ratio ≥ {e.get('target', 0.9)}"))
+        if "ratio_decoded" in e:
+            out.append(Figure(f"{model}same job, against the compute alone", e["queue_img_s"], "img/s",
+                              "engine predict_batch on tensors decoded beforehand", e["engine_decoded_img_s"],
+                              e["ratio_decoded"], "the stricter peer (no decoding on its side); no target"))
     s = d.get("submit")
     if s:
         out.append(Figure(f"submit a {s['images']:,}-image set", s["seconds"], "s", "target (issue 4)",
