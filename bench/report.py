@@ -171,7 +171,7 @@ def _torch(d: dict[str, Any]) -> list[Figure]:
 KNOWN = [
     Benchmark("engine", "engine.py", [], ["--quick"], _engine),
     Benchmark("coldstart", "coldstart.py", [], [], _coldstart),
-    Benchmark("queue", "queue.py", [], ["--repeats", "5"], _queue),
+    Benchmark("queue", "queue.py", ["--repeats", "9"], ["--images", "100", "--repeats", "1"], _queue),
     Benchmark("torch_backend", "torch_backend.py", [], ["--repeats", "2"], _torch),
 ]
 
