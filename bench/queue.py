@@ -28,7 +28,10 @@ sets. Models:
   so cheap that decode and PNG encode cost as much as the prediction, the
   worst case for (a).
 
-Each measurement is repeated (``--repeats``) and the median reported. Peers
+Outputs stay on disk until the benchmark ends: deleting a run's files
+before the next would put the filesystem's work for those deletions (inode
+scans, journal commits) into the next measurement. Each measurement is
+repeated (``--repeats``) and the median reported. Peers
 are measured in the same round, interleaved: engine, queue, engine, ...
 (each queue run against the mean of the engine runs either side of it), and
 on, off, off, on, ... with both workers of (c) up side by side on separate
@@ -203,8 +206,7 @@ def bench_end_to_end(url: str, tmp: Path, name: str, n: int, size: int, batch: i
         client = Client(url)
         # Both sides in steady state: the worker runs the whole job once untimed (model loaded, plans
         # recorded for every batch size the job has), as each engine peer makes one untimed pass.
-        run_job(client, paths, model, inputs, tmp / "warm")
-        shutil.rmtree(tmp / "warm")
+        run_job(client, paths, model, inputs, tmp / f"e2e-warm-{name}")
         compiled = engine.compile(engine.load(model))
         peers = {"files": EnginePeer(compiled, inputs, paths, batch, decoded=False),
                  "decoded": EnginePeer(compiled, inputs, paths, batch, decoded=True)}
@@ -218,7 +220,6 @@ def bench_end_to_end(url: str, tmp: Path, name: str, n: int, size: int, batch: i
                 row[f"engine_{label}_img_s"] = (before[label] + after[label]) / 2
                 row[f"ratio_{label}"] = row["queue_img_s"] / row[f"engine_{label}_img_s"]
             rows.append(row)
-            shutil.rmtree(tmp / f"e2e-out-{name}-{k}")
             before = after
     medians = _medians(rows)
     return {"model": name, "images": n, "size": size, "batch": batch, "runs": rows, **medians,
@@ -282,14 +283,13 @@ def bench_concurrent(base_url: str, tmp: Path, name: str, size: int, jobs: int, 
             stack.enter_context(worker(urls[label], tmp / f"conc-{label}.log", *args[label],
                                        "--concurrency", str(jobs)))
             # untimed: the worker loads the model, the client opens its connections
-            concurrent_round(clients[label], paths, model, inputs, tmp / "warm")
+            concurrent_round(clients[label], paths, model, inputs, tmp / f"c-warm-{label}")
         warm = {label: batch_sizes(urls[label]) for label in urls}
         for k in range(repeats):
             row = {}
             for label in (("on", "off") if k % 2 == 0 else ("off", "on")):
                 row[f"{label}_jobs_s"], row[f"{label}_worker_jobs_s"] = concurrent_round(
                     clients[label], paths, model, inputs, tmp / f"c-{label}-{k}")
-                shutil.rmtree(tmp / f"c-{label}-{k}")
             row["speedup"] = row["on_jobs_s"] / row["off_jobs_s"]
             row["worker_speedup"] = row["on_worker_jobs_s"] / row["off_worker_jobs_s"]
             rows.append(row)
