@@ -36,9 +36,9 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures, re-exported f
 
 settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("long", max_examples=20_000, deadline=None,
+settings.register_profile("long", max_examples=20_000, deadline=None, derandomize=False,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-if settings.get_current_profile_name() == "default":  # --hypothesis-profile, when given, is loaded after this
+if settings.get_current_profile_name() in ("default", "repeatable"):  # --hypothesis-profile is loaded after this
     settings.load_profile("ci")
 
 
