@@ -87,7 +87,7 @@ class JobRecord:
         for key in _FIELD_NAMES:
             value = getattr(self, key)  # shallow: ``inputs`` is serialized below, nothing else nests
             if key in ("started", "finished") and not value:
-                continue  # absent until set (mark_started relies on HSETNX)
+                continue  # absent until set (the start script relies on HSETNX)
             if key == "inputs":
                 out[key] = json.dumps(value)
             elif isinstance(value, Enum):
@@ -157,15 +157,9 @@ return 0
 """
 
 
-def mark_started(r: redis.Redis, job_id: str) -> bool:
-    """First item picked up by a worker: record the start time and move queued -> running (one round trip).
-
-    True if this call moved the job to running."""
-    return bool(r.eval(START_SCRIPT, 1, keys.job(job_id), repr(time.time())))
-
-
 def queue_start(p: redis.client.Pipeline, job_id: str) -> None:
-    """:func:`mark_started` on a caller's pipeline (a worker sends it with its first read of a chunk)."""
+    """On a caller's pipeline (a worker sends it with its first read of a chunk): record the job's start time
+    once and move it queued -> running. The reply is 1 if this call moved the job to running, else 0."""
     p.eval(START_SCRIPT, 1, keys.job(job_id), repr(time.time()))
 
 

@@ -18,8 +18,8 @@ from scheduler.jobs import (
     finished_indices,
     list_jobs,
     load_job,
-    mark_started,
     queue_outcomes,
+    queue_start,
     record_outcomes,
 )
 
@@ -87,13 +87,19 @@ def test_all_failed_is_a_failed_job(r) -> None:
     assert load_job(r, "j1").status is JobStatus.FAILED
 
 
+def _start(r, job_id: str) -> bool:
+    with r.pipeline(transaction=False) as p:
+        queue_start(p, job_id)
+        return bool(p.execute()[0])
+
+
 def test_status_transitions(r) -> None:
     _job(r, total=2)
-    mark_started(r, "j1")
+    assert _start(r, "j1")
     rec = load_job(r, "j1")
     assert rec.status is JobStatus.RUNNING and rec.started > 0
     first = rec.started
-    mark_started(r, "j1")
+    assert not _start(r, "j1")
     assert load_job(r, "j1").started == first  # set once
     assert cancel_job(r, "j1")
     assert not cancel_job(r, "j1")
@@ -137,5 +143,5 @@ def test_a_job_whose_last_report_is_a_redelivery_still_ends(r) -> None:
 
 def test_reports_for_a_missing_job_write_nothing(r) -> None:
     assert record_outcomes(r, "gone", [ItemOutcome(0, Outcome.DONE)]) == 0
-    assert not mark_started(r, "gone")
+    assert not _start(r, "gone")
     assert not r.exists(*keys.job_keys("gone"))
