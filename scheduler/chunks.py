@@ -61,6 +61,18 @@ def claim(p: redis.client.Pipeline, job_id: str, chunk: int, worker_id: str) -> 
     p.hset(keys.job_claims(job_id), str(chunk), worker_id)
 
 
+_DROP_CLAIM = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+def drop_claim(p: redis.client.Pipeline, job_id: str, chunk: int, worker_id: str) -> None:
+    """Remove the chunk's claim only while ``worker_id`` still holds it: a newer claim (a live worker that
+    has already picked up the chunk sent again) stays."""
+    p.eval(_DROP_CLAIM, 1, keys.job_claims(job_id), str(chunk), worker_id)
+
+
 def release(r: redis.Redis, job_id: str, chunk: int) -> None:
     """Every item of the chunk has an outcome: nothing of it is left to recover."""
     with r.pipeline(transaction=False) as p:

@@ -61,6 +61,7 @@ class LostChunk:
     queue: str
     priority: int
     reason: str
+    holder: str = ""  # the dead worker whose claim this chunk had; empty when the broker lost it unclaimed
 
 
 @dataclass
@@ -152,7 +153,7 @@ class ChunkSweeper:
         if not holders:
             return []
         alive = {w for w, beat in zip(holders, self.r.mget([keys.worker(w) for w in holders])) if beat is not None}
-        return [LostChunk(job.id, chunk, job.queue, job.priority, f"worker {worker} stopped while running it")
+        return [LostChunk(job.id, chunk, job.queue, job.priority, f"worker {worker} stopped while running it", worker)
                 for job in jobs for chunk, worker in sorted(job.claims.items())
                 if worker not in alive and chunk in job.outstanding]
 
@@ -223,7 +224,8 @@ class ChunkSweeper:
             return
         self.republish(lost, items, int(now * 1000))
         with self.r.pipeline(transaction=False) as p:
-            p.hdel(keys.job_claims(lost.job_id), str(lost.chunk))
+            if lost.holder:
+                chunks.drop_claim(p, lost.job_id, lost.chunk, lost.holder)
             p.hdel(keys.SWEEP_SUSPECTS, f"{lost.job_id}.{lost.chunk}")
             p.execute()
         log.warning("job %s: chunk %d sent again (%d items): %s", lost.job_id, lost.chunk, len(items), lost.reason)

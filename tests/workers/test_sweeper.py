@@ -106,6 +106,24 @@ def test_a_chunk_claimed_by_a_dead_worker_is_sent_again_at_once(r) -> None:
     assert r.hget(keys.job_claims(JOB), "1") is None and r.hget(keys.job_claims(JOB), "0") == b"alive"
 
 
+def test_resending_a_dead_workers_chunk_keeps_the_claim_of_the_worker_that_picked_it_up(r) -> None:
+    _job(r, n_chunks=1)
+
+    class PickedUpAtOnce(Sent):
+        def __call__(self, lost: LostChunk, items: list, attempt: int) -> None:
+            super().__call__(lost, items, attempt)
+            with r.pipeline() as p:  # a live worker consumes the resent message before the sweeper goes on
+                chunks.claim(p, lost.job_id, lost.chunk, "new")
+                p.execute()
+
+    with r.pipeline() as p:
+        chunks.claim(p, JOB, 0, "gone")
+        p.execute()
+    sent = PickedUpAtOnce()
+    assert [c.holder for c in _sweeper(r, sent).sweep(now=100.0)] == ["gone"]
+    assert sent.chunks == [(JOB, 0)] and r.hget(keys.job_claims(JOB), "0") == b"new"
+
+
 def test_released_chunks_and_finished_jobs_are_forgotten(r) -> None:
     _job(r, n_chunks=2)
     chunks.release(r, JOB, 0)
