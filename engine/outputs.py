@@ -44,7 +44,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     # Unique per process and thread; opened normally so the file gets the umask's permissions.
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # not inherited by children (PEP 446)
         try:
             view = memoryview(data)
             while view:

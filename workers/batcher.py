@@ -94,7 +94,6 @@ class Batcher:
         self._groups: OrderedDict[tuple, list[_Pending]] = OrderedDict()
         self._intake: deque[tuple[JobRecord, ChunkItem, Future[Outcome]]] = deque()  # accepted, not yet decoding
         self._decoding = 0
-        self._grouped = 0  # items in self._groups
         self._draining = False
         self._stopped = False
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="corral-decode")
@@ -120,7 +119,7 @@ class Batcher:
 
     def _release(self) -> list[tuple[JobRecord, ChunkItem, Future[Outcome]]]:
         """Under the lock: take items from the intake up to the decode-ahead bound; they count as decoding."""
-        room = self.config.decode_ahead * self.config.max_batch - self._decoding - self._grouped
+        room = self.config.decode_ahead * self.config.max_batch - self._decoding - self._grouped()
         start = []
         while room > 0 and self._intake:
             start.append(self._intake.popleft())
@@ -136,7 +135,11 @@ class Batcher:
     def backlog(self) -> int:
         """Items accepted and not yet in a running batch."""
         with self._cond:
-            return len(self._intake) + self._decoding + self._grouped
+            return len(self._intake) + self._decoding + self._grouped()
+
+    def _grouped(self) -> int:
+        """Under the lock: items decoded and waiting in groups (a few groups at most: one per model and shape)."""
+        return sum(len(g) for g in self._groups.values())
 
     def _prepare(self, job: JobRecord, item: ChunkItem, fut: Future[Outcome]) -> None:
         """Decode pool: image -> tensor, then into its group. Failures are the item's outcome."""
@@ -171,7 +174,6 @@ class Batcher:
                 key, pending = entry
                 group = self._groups.setdefault(key, [])
                 group.append(pending)
-                self._grouped += 1
                 # Wake the device thread only when this changes what it waits for: a new group (a new deadline),
                 # a full one, or the last decode done. Otherwise it already waits for this.
                 if len(group) == 1 or len(group) == self.config.max_batch or settled:
@@ -228,7 +230,6 @@ class Batcher:
         key = min(due, key=lambda k: self._groups[k][0].ready_at)
         group = self._groups[key]
         batch, rest = group[:self.config.max_batch], group[self.config.max_batch:]
-        self._grouped -= len(batch)
         if rest:
             self._groups[key] = rest
         else:
@@ -371,7 +372,6 @@ class Batcher:
             self._draining = True
             futures = [p.future for g in self._groups.values() for p in g] + [e[2] for e in self._intake]
             self._groups.clear()
-            self._grouped = 0
             self._intake.clear()
             self._cond.notify_all()
         for fut in futures:

@@ -88,7 +88,8 @@ def check_precision(precision: str, backend: str, device: str) -> None:
               help=f"downloaded and compiled model caches [env {ENV_CACHE_DIR}; default ~/.cache/corral]")
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_ms: float, memory_budget: str,
-           concurrency: int, decode_threads: int, decode_ahead: int, writer_threads: int, redis_url: str | None, visibility_timeout: float | None,
+           concurrency: int, decode_threads: int, decode_ahead: int, writer_threads: int, redis_url: str | None,
+           visibility_timeout: float | None,
            metrics_port: int | None, plugins: tuple[str, ...], store_url: str | None, store_root: str | None,
            cache_dir: str | None, loglevel: str) -> None:
     """Run a worker for one device until stopped (SIGTERM/Ctrl-C drains and hands back unstarted work)."""

@@ -153,7 +153,8 @@ class ChunkSweeper:
         if not holders:
             return []
         alive = {w for w, beat in zip(holders, self.r.mget([keys.worker(w) for w in holders])) if beat is not None}
-        return [LostChunk(job.id, chunk, job.queue, job.priority, f"worker {worker} stopped while running it", worker)
+        return [LostChunk(job.id, chunk, job.queue, job.priority, f"worker {worker} stopped while running it",
+                          holder=worker)
                 for job in jobs for chunk, worker in sorted(job.claims.items())
                 if worker not in alive and chunk in job.outstanding]
 

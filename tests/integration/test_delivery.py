@@ -45,7 +45,8 @@ def test_sigkill_mid_job_redelivers_every_item_once(redis_url: str, r: redis.Red
     assert killed_at < total, "the job finished before the kill; make the model slower"
     assert r.hlen("unacked") > 0  # kombu holds the killed worker's chunks as unacknowledged
     # the second worker decodes one batch ahead and writes on two threads: redelivery holds under any pacing
-    worker("--concurrency", "4", "--max-batch", "4", "--decode-ahead", "1", "--writer-threads", "2", visibility_timeout=4)
+    worker("--concurrency", "4", "--max-batch", "4", "--decode-ahead", "1", "--writer-threads", "2",
+           visibility_timeout=4)
     final = job.wait(timeout=90)
     assert final.status is JobStatus.DONE
     _assert_exactly_once(r, job.id, tmp_path / "out", total)
