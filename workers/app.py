@@ -19,6 +19,13 @@ Delivery settings, and why:
 * ``unacked_restore_interval`` / ``throttle``: how often a live consumer
   looks for messages whose visibility timeout passed; tied to the timeout
   so a short test timeout also means a quick sweep.
+* ``unacked_mutex_expire``: a sweep holds a Redis lock, which it releases in
+  milliseconds, but a sweeper that dies or loses Redis mid-sweep leaves it
+  held until it expires, and kombu's default expiry is 5 minutes. A Redis
+  restored from its append-only file keeps the lock with its deadline, so
+  no worker would restore anything for those minutes. Three sweep intervals
+  are far longer than a sweep, and two sweeps that overlap anyway restore
+  each message once (each restore is a transaction watching the unacked set).
 * Priorities: kombu's Redis transport keeps one list per priority step and
   pops lower numbers first; corral's priority 0..9 (9 most urgent) maps to
   kombu priority ``9 - p``.
@@ -149,6 +156,7 @@ def make_app(config: QueueConfig | None = None) -> Celery:
             "priority_steps": list(range(10)),
             "unacked_restore_interval": sweep,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": 3 * sweep,
         },
     )
     if urlsplit(config.redis_url).scheme == "redis":  # rediss:// and sentinel:// keep kombu's own transport

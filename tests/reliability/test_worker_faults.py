@@ -36,7 +36,8 @@ def _diagnose(r: redis.Redis, job_id: str, total: int, fleet: list[subprocess.Po
     lines = [f"record: {load_job(r, job_id)}",
              f"missing items: {sorted(set(range(total)) - _finished(r, job_id))}",
              (f"unacked chunks: {r.hlen('unacked')}, queues: "
-             f"{ {k.decode(): r.llen(k) for k in r.keys('corral.*') if r.type(k) == b'list'} }")]
+             f"{ {k.decode(): r.llen(k) for k in r.keys('corral.*') if r.type(k) == b'list'} }, "
+             f"sweep lock ttl: {r.pttl('unacked_mutex')} ms")]
     for proc in fleet:
         log = getattr(proc, "log_path", None)
         if log is not None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -54,6 +55,31 @@ def test_a_failed_ack_or_reject_still_frees_the_prefetch_slot(tmp_path: Path, se
             with pytest.raises(redis.ConnectionError):
                 message.ack() if settle == "ack" else message.reject(requeue=True)
             assert channel.qos.can_consume()
+    finally:
+        server.stop()
+
+
+def test_a_sweep_lock_left_by_a_dead_sweeper_expires_within_a_few_sweeps(tmp_path: Path) -> None:
+    """A sweeper that dies (or loses Redis) mid-sweep leaves kombu's restore lock held; a Redis restored from its
+    append-only file keeps it too. Overdue chunks must still come back within seconds, not kombu's 5 minutes."""
+    server = EmbeddedRedis(state_dir=tmp_path).start()
+    try:
+        app = make_app(QueueConfig(redis_url=server.url, visibility_timeout=2))
+        with app.connection_for_read() as conn:
+            channel = conn.channel()
+            queue = Queue("corral.test-sweep", channel=channel)
+            queue.declare()
+            Producer(channel).publish({"n": 1}, routing_key=queue.name)
+            assert queue.get(no_ack=False) is not None  # delivered, never acknowledged: a worker that died
+            orphan = channel.client.lock(channel.unacked_mutex_key, timeout=channel.unacked_mutex_expire)
+            assert orphan.acquire(blocking=False)  # ... and a sweeper that died holding the lock
+            deadline = time.monotonic() + 15
+            redelivered = None
+            while redelivered is None and time.monotonic() < deadline:
+                channel.qos.restore_visible(num=10, interval=1)
+                redelivered = queue.get(no_ack=False)
+                time.sleep(0.2)
+            assert redelivered is not None and redelivered.payload == {"n": 1}
     finally:
         server.stop()
 
