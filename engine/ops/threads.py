@@ -107,10 +107,39 @@ def can_parallelize() -> bool:
     return num_threads() > 1 and not getattr(_local, "in_pool", False) and bool(_blas_controllers())
 
 
-def _in_worker(fn: Callable[[T], Any], item: T) -> Any:
+class _TileQueue:
+    """Tiles handed out one at a time to whichever thread asks next; the first failure stops the handing out."""
+
+    def __init__(self, fn: Callable[[T], Any], tiles: list[T]) -> None:
+        self._fn = fn
+        self._tiles = iter(tiles)
+        self._lock = threading.Lock()
+        self.error: BaseException | None = None
+
+    def drain(self) -> None:
+        while True:
+            with self._lock:
+                if self.error is not None:
+                    return
+                tile = next(self._tiles, _DONE)
+            if tile is _DONE:
+                return
+            try:
+                self._fn(tile)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by run_tiles once every thread has stopped
+                with self._lock:
+                    if self.error is None:
+                        self.error = exc
+                return
+
+
+_DONE = object()
+
+
+def _helper(queue: _TileQueue) -> None:
     _local.in_pool = True
     try:
-        return fn(item)
+        queue.drain()
     finally:
         _local.in_pool = False
 
@@ -121,11 +150,15 @@ PARALLEL_MIN_WORK = 1 << 20
 
 
 def run_tiles(fn: Callable[[T], Any], tiles: Sequence[T] | Iterable[T], work: int | None = None) -> None:
-    """Call ``fn`` on every tile, on the shared pool when that helps; exceptions propagate.
+    """Call ``fn`` on every tile, on the shared pool when that helps; the first exception propagates.
 
     ``work`` sizes the whole job (see PARALLEL_MIN_WORK); small jobs run on
-    the calling thread. Calls made from inside a pool thread run serially, so
-    kernels may nest without deadlocking the pool.
+    the calling thread. Otherwise the calling thread and ``threads - 1``
+    helpers from the pool take tiles from one queue until it is empty: one
+    hand-off per helper rather than per tile, and a helper that starts late
+    (its core busy with other work) leaves its share to the threads already
+    running instead of holding up the op. Calls made from inside a helper run
+    serially, so kernels may nest without deadlocking the pool.
     """
     tiles = list(tiles)
     threads = min(num_threads(), len(tiles))
@@ -133,15 +166,19 @@ def run_tiles(fn: Callable[[T], Any], tiles: Sequence[T] | Iterable[T], work: in
         for tile in tiles:
             fn(tile)
         return
-    pool = _get_pool(num_threads())
+    queue = _TileQueue(fn, tiles)
+    pool = _get_pool(num_threads() - 1)
     _hold_blas()
     try:
-        futures = [pool.submit(_in_worker, fn, tile) for tile in tiles]
-        wait(futures)
+        helpers = [pool.submit(_helper, queue) for _ in range(threads - 1)]
+        _helper(queue)
+        wait(helpers)
     finally:
         _release_blas()
-    for future in futures:
-        future.result()  # re-raise the first failure, after every tile has stopped
+    for helper in helpers:
+        helper.result()  # a failure of the pool itself, not of a tile
+    if queue.error is not None:
+        raise queue.error
 
 
 def scratch(name: str, size: int, dtype: Any) -> Any:
