@@ -10,6 +10,7 @@ by the batcher once per batch; one more round trip releases the chunk.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import wait
 from typing import Any
 
 import redis
@@ -76,7 +77,9 @@ def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = 
         raise Reject(f"Redis unavailable ({exc})", requeue=True) from exc
     requeue = False
     broken: list[ItemOutcome] = []
-    for item, fut in zip(todo, rt.batcher.submit(job, todo)):
+    futures = rt.batcher.submit(job, todo)
+    wait(futures)  # one wake-up when the last item is settled, not one per item as batches finish them
+    for item, fut in zip(todo, futures):
         try:
             fut.result()
         except Requeue:
