@@ -1,12 +1,13 @@
 """The CPU thread budget of the numpy engine's tiled kernels.
 
 Convolution and friends split their work into tiles (a batch item times a band
-of output rows) and run the tiles on one shared thread pool. numpy releases
-the GIL inside copies, ufuncs and BLAS calls, so the tiles really run in
-parallel. While tiles run, BLAS is held to one thread: a multi-threaded BLAS
-called from several pool threads at once oversubscribes the cores and runs
-many times slower. The hold is reference-counted so that concurrent callers
-restore BLAS's own setting only when the last of them is done.
+of output rows); the calling thread and helpers from one shared thread pool
+take the tiles from a queue. numpy releases the GIL inside copies, ufuncs and
+BLAS calls, so the tiles really run in parallel. While tiles run, BLAS is
+held to one thread: a multi-threaded BLAS called from several threads at once
+oversubscribes the cores and runs many times slower. The hold is
+reference-counted so that concurrent callers restore BLAS's own setting only
+when the last of them is done.
 
 Without ``threadpoolctl`` (which is what can change BLAS's thread count at run
 time) tiles run one after another and BLAS keeps its own threads.
