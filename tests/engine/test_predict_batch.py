@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import ModelBuilder, compile
+from engine import ModelBuilder, compile, runtime
 from engine.graph import Model
 from engine.runtime import CompiledModel
 
@@ -97,6 +97,18 @@ def test_max_batch_splits_a_group_without_changing_results(max_batch: int) -> No
     for a, b in zip(whole, split):
         np.testing.assert_allclose(a["y"], b["y"], rtol=1e-5, atol=1e-5)
     assert max(sig[0][1][0] for sig in compiled.executor.plans) == 5
+
+
+def test_on_a_cpu_large_items_run_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stacked batch whose intermediates outgrow the caches runs slower than a loop: runs stay under
+    CPU_RUN_ELEMENTS (here three 4x40x40 items), results unchanged; small items still share one run."""
+    monkeypatch.setattr(runtime, "CPU_RUN_ELEMENTS", 3 * 4 * 40 * 40)
+    compiled = compile(conv_model())
+    items = [{"x": RNG.standard_normal((4, 40, 40)).astype(np.float32)} for _ in range(7)]
+    items += [{"x": RNG.standard_normal((4, 10, 10)).astype(np.float32)} for _ in range(6)]
+    assert_same_results(compiled, items, exact=False)
+    stacked = sorted((sig[0][1][0], sig[0][1][2:]) for sig in compiled.executor.plans)
+    assert stacked == [(1, (10, 10)), (1, (40, 40)), (3, (40, 40)), (6, (10, 10))]  # (1, ...) from predict
 
 
 def test_results_are_independent_copies() -> None:
