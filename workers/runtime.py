@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -62,6 +63,15 @@ def _count_outcome(fut: Future[Outcome]) -> None:
     metrics.observe_item(outcome.value if isinstance(outcome, Outcome) else str(outcome))
 
 
+def apply_thread_settings(settings: WorkerSettings) -> None:
+    """The process-wide thread settings of a worker: the engine's kernel threads and the GIL switch interval."""
+    from engine.ops.threads import set_num_threads
+
+    if settings.num_threads is not None:
+        set_num_threads(settings.num_threads)
+    sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
+
+
 class WorkerRuntime:
     def __init__(self, settings: WorkerSettings, fetcher: ModelFetcher | None = None) -> None:
         self.settings = settings
@@ -116,12 +126,10 @@ class WorkerRuntime:
         """Load plugins, apply the thread budget, open the metrics endpoint, then start heartbeating and,
         given the worker's Celery ``app``, sweeping for lost chunks."""
         from engine.custom import load_plugins
-        from engine.ops.threads import set_num_threads
 
         load_plugins(list(self.settings.plugins))
         self._custom = custom_implementations()
-        if self.settings.num_threads is not None:
-            set_num_threads(self.settings.num_threads)
+        apply_thread_settings(self.settings)
         metrics.track(lambda: self.batcher.backlog, lambda: self.cache.used_bytes)
         if self.settings.metrics_port:
             port = metrics.serve(self.settings.metrics_port, self.settings.metrics_host)

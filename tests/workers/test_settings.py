@@ -25,3 +25,21 @@ def test_backend_follows_the_device() -> None:
     assert WorkerSettings(device="cuda:1").resolved_backend() == "torch"
     assert WorkerSettings(device="cpu").resolved_backend() == "numpy"
     assert WorkerSettings(device="cuda:1").queue == "corral.cuda"
+
+
+def test_a_worker_applies_its_thread_settings_to_the_process() -> None:
+    import sys
+
+    from engine.ops import threads
+    from workers.runtime import apply_thread_settings
+
+    before = sys.getswitchinterval()
+    try:
+        apply_thread_settings(WorkerSettings(num_threads=3))
+        assert sys.getswitchinterval() == pytest.approx(0.0005)  # the GIL changes hands within 0.5 ms
+        assert threads.num_threads() == 3
+        apply_thread_settings(WorkerSettings(switch_interval_ms=2.0))
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
+        threads.set_num_threads(None)
