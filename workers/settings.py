@@ -40,8 +40,9 @@ class WorkerSettings:
     num_threads: int | None = None  # the numpy engine's kernel threads; None: the CPUs this process may use
     # How long a thread may hold the GIL while another waits for it (Python's default is 5 ms). The device
     # thread gives the GIL up at every numpy call and must win it back to start the next; with decode and
-    # write threads running Python beside it, each win could wait out a whole interval. 0.5 ms: a 200-image
-    # job ran 6-8 % faster (median of 24 interleaved runs against 5 ms, multistyle26 128², 2 cores).
+    # write threads running Python beside it, each win could wait out a whole interval. 0.5 ms against 5 ms:
+    # a 200-image job ran 8 % and 6 % faster at the median of two interleaved runs (10 and 14 pairs of
+    # workers side by side, multistyle26 128², 2 cores).
     switch_interval_ms: float = 0.5
     store: StoreSettings = field(default_factory=StoreSettings)
 

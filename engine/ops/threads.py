@@ -108,6 +108,9 @@ def can_parallelize() -> bool:
     return num_threads() > 1 and not getattr(_local, "in_pool", False) and bool(_blas_controllers())
 
 
+_DONE = object()  # what the tile iterator gives once it is empty
+
+
 class _TileQueue:
     """Tiles handed out one at a time to whichever thread asks next; the first failure stops the handing out."""
 
@@ -132,9 +135,6 @@ class _TileQueue:
                     if self.error is None:
                         self.error = exc
                 return
-
-
-_DONE = object()
 
 
 def _helper(queue: _TileQueue) -> None:
@@ -162,13 +162,14 @@ def run_tiles(fn: Callable[[T], Any], tiles: Sequence[T] | Iterable[T], work: in
     serially, so kernels may nest without deadlocking the pool.
     """
     tiles = list(tiles)
-    threads = min(num_threads(), len(tiles))
+    available = num_threads()
+    threads = min(available, len(tiles))
     if threads <= 1 or (work is not None and work < PARALLEL_MIN_WORK) or not can_parallelize():
         for tile in tiles:
             fn(tile)
         return
     queue = _TileQueue(fn, tiles)
-    pool = _get_pool(num_threads() - 1)
+    pool = _get_pool(available - 1)
     _hold_blas()
     try:
         helpers = [pool.submit(_helper, queue) for _ in range(threads - 1)]

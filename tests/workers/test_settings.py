@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from engine.ops import threads
 from workers.exceptions import WorkerError
+from workers.runtime import apply_thread_settings
 from workers.settings import WorkerSettings
 
 
@@ -28,11 +31,6 @@ def test_backend_follows_the_device() -> None:
 
 
 def test_a_worker_applies_its_thread_settings_to_the_process() -> None:
-    import sys
-
-    from engine.ops import threads
-    from workers.runtime import apply_thread_settings
-
     before = sys.getswitchinterval()
     try:
         apply_thread_settings(WorkerSettings(num_threads=3))
