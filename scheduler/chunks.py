@@ -76,9 +76,14 @@ def drop_claim(p: redis.client.Pipeline, job_id: str, chunk: int, worker_id: str
 def release(r: redis.Redis, job_id: str, chunk: int) -> None:
     """Every item of the chunk has an outcome: nothing of it is left to recover."""
     with r.pipeline(transaction=False) as p:
-        p.hdel(keys.job_chunks(job_id), str(chunk))
-        p.hdel(keys.job_claims(job_id), str(chunk))
+        queue_release(p, job_id, chunk)
         p.execute()
+
+
+def queue_release(p: redis.client.Pipeline, job_id: str, chunk: int) -> None:
+    """:func:`release` on a caller's pipeline: two replies."""
+    p.hdel(keys.job_chunks(job_id), str(chunk))
+    p.hdel(keys.job_claims(job_id), str(chunk))
 
 
 def chunk_items(r: redis.Redis, job_id: str, chunk: int) -> list[dict[str, Any]] | None:

@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +47,10 @@ import redis
 
 from engine.images import decode_image, image_to_tensor
 from engine.runtime import CompiledModel
-from scheduler import keys
+from scheduler import chunks, keys
 from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, job_status, queue_outcomes
 from workers import metrics
-from workers.item_io import ChunkItem, read_source, sync_directories, write_outputs
+from workers.item_io import ChunkItem, ChunkRelease, read_source, sync_directories, write_outputs
 from workers.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -305,15 +305,20 @@ class Batcher:
         observed batch size (read by `corral workers`). A job's futures resolve only once its outcomes
         are counted; if they could not be, they get the error, so the chunk is not acked."""
         jobs = [(job, entries) for job, entries in jobs if entries]  # one reply per job, in order
+        releases = _settled_chunks(entry[0] for _, entries in jobs for entry in entries)
         try:
             with self.r.pipeline(transaction=False) as pipe:
                 for job, entries in jobs:
                     queue_outcomes(pipe, job.id, [e[2] for e in entries])
+                for chunk in releases:  # two replies each
+                    chunks.queue_release(pipe, chunk.job_id, chunk.chunk)
                 if batch_size and self.worker_id:
                     pipe.hincrby(keys.worker_batches(self.worker_id), str(batch_size), 1)
                 replies: list[Any] = pipe.execute(raise_on_error=False)
         except Exception as exc:  # noqa: BLE001 - Redis unreachable: no chunk of these may be acked
-            replies = [exc] * (len(jobs) + 1)
+            replies = [exc] * (len(jobs) + 2 * len(releases) + 1)
+        for chunk, pair in zip(releases, zip(replies[len(jobs)::2], replies[len(jobs) + 1::2])):
+            chunk.released = not any(isinstance(reply, Exception) for reply in pair)  # else its task releases it
         for (_, entries), reply in zip(jobs, replies):
             for _, fut, outcome in entries:
                 if fut.done():
@@ -322,8 +327,9 @@ class Batcher:
                     fut.set_exception(reply)
                 else:
                     fut.set_result(outcome.outcome)
-        if len(replies) > len(jobs) and isinstance(replies[len(jobs)], Exception):
-            log.warning("could not record a batch size in Redis: %s", replies[len(jobs)])
+        last = len(jobs) + 2 * len(releases)
+        if len(replies) > last and isinstance(replies[last], Exception):
+            log.warning("could not record a batch size in Redis: %s", replies[last])
 
     # ------------------------------------------------------------------ state
     def is_cancelled(self, job_id: str, ttl: float = 0.5) -> bool:
@@ -412,6 +418,15 @@ class _BatchWrites:
             self._done.append((p, outcome))
             self._left -= 1
             return self._done if self._left == 0 else None
+
+
+def _settled_chunks(items: Iterable[ChunkItem]) -> list[ChunkRelease]:
+    """The chunks whose last outstanding items are among ``items`` (which are about to be counted)."""
+    counts: dict[ChunkRelease, int] = {}
+    for item in items:
+        if item.release is not None:
+            counts[item.release] = counts.get(item.release, 0) + 1
+    return [chunk for chunk, count in counts.items() if chunk.settle(count)]
 
 
 def _failure(item: ChunkItem, exc: BaseException) -> ItemOutcome:

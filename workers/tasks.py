@@ -4,13 +4,15 @@ Redis round trips per chunk are kept few, since a one-image job is a
 one-item chunk and these costs are then per image: one pipeline gives the
 job record (with its current status) and which items are already done, and
 also moves a queued job to running and claims the chunk; outcomes are counted
-by the batcher once per batch; one more round trip releases the chunk.
+by the batcher once per batch, in the same round trip that releases each chunk
+whose last item that batch settles.
 """
 
 from __future__ import annotations
 
 import logging
 from concurrent.futures import wait
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -22,7 +24,7 @@ from scheduler.exceptions import JobNotFoundError
 from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, queue_start, record_outcomes
 from workers.app import CHUNK_TASK
 from workers.batcher import Requeue
-from workers.item_io import ChunkItem
+from workers.item_io import ChunkItem, ChunkRelease
 from workers.runtime import current_runtime
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,10 @@ def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = 
         raise Reject(f"Redis unavailable ({exc})", requeue=True) from exc
     rt.batcher.note_status(job_id, job.status)
     todo = [c for c in chunk if c.index not in seen]
+    release = None
+    if chunk_no is not None and todo:  # released with the last of these outcomes, in the batcher's round trip
+        release = ChunkRelease(job_id, chunk_no, len(todo))
+        todo = [replace(c, release=release) for c in todo]
     try:
         if todo and job.status is JobStatus.CANCELLED:
             record_outcomes(rt.r, job_id, [ItemOutcome(c.index, Outcome.SKIPPED, c.label) for c in todo])
@@ -96,7 +102,7 @@ def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = 
         raise Reject("worker shutting down or Redis unavailable; chunk handed back", requeue=True)
     if job.transport == "redis":
         blobs.drop_inputs(rt.r, job_id, [c.index for c in chunk])
-    if chunk_no is not None:
+    if chunk_no is not None and not (release is not None and release.released):
         try:
             chunks.release(rt.r, job_id, chunk_no)
         except redis.RedisError as exc:  # harmless: a later sweep finds every item done and releases it then

@@ -6,20 +6,22 @@ import io
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import fakeredis
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 import engine
 from engine.builder import ModelBuilder
-from scheduler import keys
+from scheduler import chunks, keys
 from scheduler.jobs import JobRecord, Outcome, cancel_job, create_job, failures, load_job
 from workers import metrics
 from workers.batcher import Batcher, BatcherConfig, Requeue
-from workers.item_io import ChunkItem
+from workers.item_io import ChunkItem, ChunkRelease
 from workers.model_cache import ModelCache
 
 
@@ -72,6 +74,53 @@ def test_items_of_different_jobs_share_a_batch(r, model_path: str, tmp_path: Pat
         assert r.hgetall(keys.worker_batches("w1")) == {b"6": b"1"}
         assert all(load_job(r, j.id).done == 3 for j in jobs)
         assert sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["i3.png", "i4.png", "i5.png"]
+    finally:
+        b.close()
+
+
+def _outstanding(r, job_id: str, chunk: int) -> bool:
+    """Whether the chunk still has its record or its claim."""
+    return bool(r.hexists(keys.job_chunks(job_id), str(chunk)) or r.hexists(keys.job_claims(job_id), str(chunk)))
+
+
+def test_a_chunk_is_released_in_the_round_trip_that_counts_its_last_item(r, model_path: str, tmp_path: Path) -> None:
+    """Chunk 0's three items span two batches (max_batch 2): it is released only with the second. Chunk 1
+    of another job settles with the first batch, beside chunk 0's first two items."""
+    b = _batcher(r, max_batch=2, max_delay_ms=300)
+    try:
+        job, other = _job(r, model_path, tmp_path / "out", "j", 3), _job(r, model_path, tmp_path / "o", "k", 1)
+        for rec, n in ((job, 0), (other, 1)):
+            with r.pipeline() as p:
+                chunks.record_published(p, rec.id, [(n, [{"i": 0, "n": "x"}])])
+                chunks.claim(p, rec.id, n, "w1")
+                p.execute()
+        first, second = ChunkRelease("j", 0, 3), ChunkRelease("k", 1, 1)
+        items = [replace(it, release=first) for it in _images(tmp_path / "in", 3)]
+        futs = b.submit(job, items[:1]) + b.submit(other, [replace(_images(tmp_path / "in2", 1)[0], release=second)])
+        assert [f.result(10) for f in futs] == [Outcome.DONE] * 2
+        assert second.released and not _outstanding(r, "k", 1)
+        assert not first.released and _outstanding(r, "j", 0)  # two of its items are still to come
+        assert [f.result(10) for f in b.submit(job, items[1:])] == [Outcome.DONE] * 2
+        assert first.released and not _outstanding(r, "j", 0)
+    finally:
+        b.close()
+
+
+def test_a_chunk_whose_outcomes_could_not_be_counted_is_not_released(r, model_path: str, tmp_path: Path) -> None:
+    """Its task then releases nothing either: the message is handed back and the chunk stays recoverable."""
+    down = fakeredis.FakeServer()
+    down.connected = False  # every round trip to it fails
+    b = _batcher(fakeredis.FakeRedis(server=down), max_batch=4, max_delay_ms=50)
+    try:
+        job = _job(r, model_path, tmp_path / "out", "j", 1)
+        with r.pipeline() as p:
+            chunks.record_published(p, "j", [(0, [{"i": 0, "n": "x"}])])
+            p.execute()
+        release = ChunkRelease("j", 0, 1)
+        [fut] = b.submit(job, [replace(_images(tmp_path / "in", 1)[0], release=release)])
+        with pytest.raises(redis.ConnectionError):
+            fut.result(10)
+        assert not release.released and _outstanding(r, "j", 0)
     finally:
         b.close()
 
