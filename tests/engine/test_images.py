@@ -315,6 +315,16 @@ def test_tensor_to_pixels_maps_non_finite_values_and_rounds_half_to_even():
     assert pixels[0, :, 0].tolist() == [0, 0, 255, 0, 2, 255]
 
 
+@pytest.mark.parametrize("layout", ["RGB", "BGR"])
+def test_tensor_to_pixels_interleaves_channels_at_a_non_square_size(layout: str):
+    feature = _image_feature(size=(5, 7), layout=layout, scale=(0.5,), bias=(2.0,))
+    t = np.random.default_rng(3).uniform(-10, 140, (3, 5, 7)).astype(np.float32)
+    expected = np.clip(np.rint((t - 2.0) / 0.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)  # [H, W, C]
+    pixels = tensor_to_pixels(t, feature)
+    assert pixels.shape == (5, 7, 3) and pixels.flags.c_contiguous
+    assert np.array_equal(pixels, expected[..., ::-1] if layout == "BGR" else expected)
+
+
 def test_tensor_to_image_rejects_wrong_channel_count():
     with pytest.raises(InputError, match="not a 3-channel"):
         tensor_to_image(np.zeros((2, 4, 4), np.float32), _image_feature())
