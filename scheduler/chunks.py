@@ -81,7 +81,7 @@ def release(r: redis.Redis, job_id: str, chunk: int) -> None:
 
 
 def queue_release(p: redis.client.Pipeline, job_id: str, chunk: int) -> None:
-    """:func:`release` on a caller's pipeline: two replies."""
+    """:func:`release` on a caller's pipeline."""
     p.hdel(keys.job_chunks(job_id), str(chunk))
     p.hdel(keys.job_claims(job_id), str(chunk))
 

@@ -306,30 +306,40 @@ class Batcher:
         are counted; if they could not be, they get the error, so the chunk is not acked."""
         jobs = [(job, entries) for job, entries in jobs if entries]  # one reply per job, in order
         releases = _settled_chunks(entry[0] for _, entries in jobs for entry in entries)
+        spans: list[tuple[ChunkRelease, int, int]] = []  # each released chunk and where its replies are
+        sizes_at = None  # where the batch size's reply is
+        replies: list[Any] = []
+        failure: Exception | None = None  # Redis unreachable: every reply is this error
         try:
             with self.r.pipeline(transaction=False) as pipe:
                 for job, entries in jobs:
                     queue_outcomes(pipe, job.id, [e[2] for e in entries])
-                for chunk in releases:  # two replies each
+                for chunk in releases:
+                    start = len(pipe)
                     chunks.queue_release(pipe, chunk.job_id, chunk.chunk)
+                    spans.append((chunk, start, len(pipe)))
                 if batch_size and self.worker_id:
+                    sizes_at = len(pipe)
                     pipe.hincrby(keys.worker_batches(self.worker_id), str(batch_size), 1)
-                replies: list[Any] = pipe.execute(raise_on_error=False)
-        except Exception as exc:  # noqa: BLE001 - Redis unreachable: no chunk of these may be acked
-            replies = [exc] * (len(jobs) + 2 * len(releases) + 1)
-        for chunk, pair in zip(releases, zip(replies[len(jobs)::2], replies[len(jobs) + 1::2])):
-            chunk.released = not any(isinstance(reply, Exception) for reply in pair)  # else its task releases it
-        for (_, entries), reply in zip(jobs, replies):
+                replies = pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - no chunk of these may be acked
+            failure = exc
+
+        def reply(i: int) -> Any:
+            return failure if failure is not None else replies[i]
+
+        for chunk, start, end in spans:  # a chunk not released here is released by its task
+            chunk.released = not any(isinstance(reply(i), Exception) for i in range(start, end))
+        for i, (_, entries) in enumerate(jobs):
             for _, fut, outcome in entries:
                 if fut.done():
                     continue
-                if isinstance(reply, Exception):
-                    fut.set_exception(reply)
+                if isinstance(reply(i), Exception):
+                    fut.set_exception(reply(i))
                 else:
                     fut.set_result(outcome.outcome)
-        last = len(jobs) + 2 * len(releases)
-        if len(replies) > last and isinstance(replies[last], Exception):
-            log.warning("could not record a batch size in Redis: %s", replies[last])
+        if sizes_at is not None and isinstance(reply(sizes_at), Exception):
+            log.warning("could not record a batch size in Redis: %s", reply(sizes_at))
 
     # ------------------------------------------------------------------ state
     def is_cancelled(self, job_id: str, ttl: float = 0.5) -> bool:

@@ -102,7 +102,7 @@ def process_chunk(job_id: str, items: list[dict[str, Any]], redelivered: bool = 
         raise Reject("worker shutting down or Redis unavailable; chunk handed back", requeue=True)
     if job.transport == "redis":
         blobs.drop_inputs(rt.r, job_id, [c.index for c in chunk])
-    if chunk_no is not None and not (release is not None and release.released):
+    if chunk_no is not None and (release is None or not release.released):
         try:
             chunks.release(rt.r, job_id, chunk_no)
         except redis.RedisError as exc:  # harmless: a later sweep finds every item done and releases it then
