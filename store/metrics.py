@@ -48,5 +48,8 @@ class FetchMetrics:
         self.hits = Counter("corral_worker_model_fetches", "Model fetches by the level that answered",
                             ["level"], **kw)
 
+    def collectors(self) -> tuple[Counter | Histogram, ...]:
+        return self.downloads, self.bytes, self.rejected, self.compile_seconds, self.hits
+
 
 FETCH = FetchMetrics()

@@ -45,13 +45,13 @@ from typing import Any
 import numpy as np
 import redis
 
+from engine.description import ModelDescription
 from engine.images import decode_image, image_to_tensor
-from engine.runtime import CompiledModel
 from scheduler import chunks, keys
 from scheduler.jobs import ItemOutcome, JobRecord, JobStatus, Outcome, job_status, queue_outcomes
 from workers import metrics
 from workers.item_io import ChunkItem, ChunkRelease, read_source, sync_directories, write_outputs
-from workers.model_cache import ModelCache
+from workers.models import Models, Result
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Requeue(Exception):
 class _Pending:
     job: JobRecord
     item: ChunkItem
+    description: ModelDescription
     feeds: dict[str, Any]
     future: Future[Outcome]
     ready_at: float = field(default_factory=time.monotonic)
@@ -82,10 +83,10 @@ class BatcherConfig:
 
 
 class Batcher:
-    def __init__(self, r: redis.Redis, cache: ModelCache[ModelKey, CompiledModel],
-                 model_key: Callable[[JobRecord], ModelKey], config: BatcherConfig, worker_id: str = "") -> None:
+    def __init__(self, r: redis.Redis, models: Models, model_key: Callable[[JobRecord], ModelKey],
+                 config: BatcherConfig, worker_id: str = "") -> None:
         self.r = r
-        self.cache = cache
+        self.models = models
         self.model_key = model_key
         self.config = config
         self.worker_id = worker_id
@@ -146,8 +147,8 @@ class Batcher:
         try:
             cancelled = self.is_cancelled(job.id)
             if not cancelled:
-                with self.cache.use(self.model_key(job)) as model:
-                    feeds = self._feeds(job, item, model)
+                description = self.models.description(self.model_key(job))
+                feeds = self._feeds(job, item, description)
                 shapes = tuple((name, getattr(v, "shape", None)) for name, v in sorted(feeds.items()))
                 key = (self.model_key(job), json.dumps(job.inputs, sort_keys=True), shapes)
         except Exception as exc:  # noqa: BLE001 - one bad item never stops the others
@@ -158,7 +159,7 @@ class Batcher:
             self._prepared(None)
             self._finish(job, [(item, fut, ItemOutcome(item.index, Outcome.SKIPPED, item.label))])
             return
-        self._prepared((key, _Pending(job, item, feeds, fut)))
+        self._prepared((key, _Pending(job, item, description, feeds, fut)))
 
     def _prepared(self, entry: tuple[tuple, _Pending] | None) -> None:
         """An item left the decode stage: into its group (``entry``), or to its outcome (None)."""
@@ -181,8 +182,8 @@ class Batcher:
             start = self._release()
         self._start_decoding(start)
 
-    def _feeds(self, job: JobRecord, item: ChunkItem, model: CompiledModel) -> dict[str, Any]:
-        images = model.description.image_inputs
+    def _feeds(self, job: JobRecord, item: ChunkItem, description: ModelDescription) -> dict[str, Any]:
+        images = description.image_inputs
         feeds: dict[str, Any] = {name: np.asarray(value) for name, value in job.inputs.items()}
         if images:
             source = read_source(self.r, job, item)
@@ -247,33 +248,22 @@ class Batcher:
             self._write_pool.submit(self._finish, job_items[0][0], [x[1] for x in job_items])
         if not live:
             return
-        with self.cache.use(self.model_key(live[0].job)) as model:
-            start = time.perf_counter()
-            try:
-                results: list[dict[str, np.ndarray] | Exception] = list(model.predict_batch([p.feeds for p in live]))
-            except Exception:  # noqa: BLE001 - isolate the item(s) that broke the batch; the rest get results
-                results = []
-                for p in live:
-                    try:
-                        results.append(model.predict(p.feeds))
-                    except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
-                        results.append(exc)
-            seconds = time.perf_counter() - start
-            description = model.description
+        start = time.perf_counter()
+        results = self.models.predict_batch(self.model_key(live[0].job), [p.feeds for p in live])
+        seconds = time.perf_counter() - start
         self.batch_sizes[len(live)] = self.batch_sizes.get(len(live), 0) + 1
         metrics.observe_batch(len(live), seconds)
         writes = _BatchWrites(len(live))
         for p, result in zip(live, results):
-            self._write_pool.submit(self._write, p, result, description, writes)
+            self._write_pool.submit(self._write, p, result, writes)
 
-    def _write(self, p: _Pending, result: dict[str, np.ndarray] | Exception, description: Any,
-               writes: _BatchWrites) -> None:
+    def _write(self, p: _Pending, result: Result, writes: _BatchWrites) -> None:
         """Writer pool: one item's outputs; the batch's last write counts the whole batch."""
         if isinstance(result, Exception):
             outcome = _failure(p.item, result)
         else:
             try:
-                writes.files(write_outputs(self.r, p.job, p.item, result, description))
+                writes.files(write_outputs(self.r, p.job, p.item, result, p.description))
                 outcome = ItemOutcome(p.item.index, Outcome.DONE, p.item.label)
             except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
                 outcome = _failure(p.item, exc)

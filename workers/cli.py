@@ -22,6 +22,7 @@ from scheduler.settings import ENV_REDIS_URL
 from store.settings import ENV_CACHE_DIR, ENV_ROOT, ENV_URL
 from workers.app import QueueConfig, make_app
 from workers.batcher import BatcherConfig
+from workers.compute import supported as compute_process_supported
 from workers.exceptions import WorkerError
 from workers.runtime import WorkerRuntime, set_runtime
 from workers.settings import ENV_METRICS_PORT, ENV_PLUGINS, ENV_VISIBILITY_TIMEOUT, WorkerSettings
@@ -73,6 +74,10 @@ def check_precision(precision: str, backend: str, device: str) -> None:
               help="batches' worth of items decoded ahead of the device; bounds the decoded images held in memory")
 @click.option("--writer-threads", type=click.IntRange(1), default=4, show_default=True,
               help="threads encoding and writing outputs while the device computes")
+@click.option("--compute", type=click.Choice(["process", "thread"]), default=None,
+              help="where models are compiled and batches run: a child process of the worker's own (its own GIL; "
+                   "a crashing custom layer fails only its batch) or a thread of the worker [default: process "
+                   "where the platform has memfd_create (Linux), else thread]")
 @click.option("--redis-url", envvar=ENV_REDIS_URL, default=None,
               help=f"Redis of the fleet [env {ENV_REDIS_URL}; default redis://127.0.0.1:6379/0]")
 @click.option("--visibility-timeout", type=float, envvar=ENV_VISIBILITY_TIMEOUT, default=None,
@@ -88,7 +93,8 @@ def check_precision(precision: str, backend: str, device: str) -> None:
               help=f"downloaded and compiled model caches [env {ENV_CACHE_DIR}; default ~/.cache/corral]")
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_ms: float, memory_budget: str,
-           concurrency: int, decode_threads: int, decode_ahead: int, writer_threads: int, redis_url: str | None,
+           concurrency: int, decode_threads: int, decode_ahead: int, writer_threads: int, compute: str | None,
+           redis_url: str | None,
            visibility_timeout: float | None,
            metrics_port: int | None, plugins: tuple[str, ...], store_url: str | None, store_root: str | None,
            cache_dir: str | None, loglevel: str) -> None:
@@ -100,11 +106,15 @@ def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_
         raise click.ClickException(str(exc)) from None
     settings = base.with_(
         redis_url=redis_url, device=device, backend=backend, precision=precision, concurrency=concurrency,
+        compute=compute,
         memory_budget=parse_size(memory_budget), visibility_timeout=visibility_timeout, metrics_port=metrics_port,
         plugins=tuple(plugins) or None, store=base.store.with_(url=store_url, root=store_root, cache_dir=cache_dir),
         batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_threads=decode_threads,
                              decode_ahead=decode_ahead, writer_threads=writer_threads))
     check_precision(precision, settings.resolved_backend(), device)
+    if settings.compute == "process" and not compute_process_supported():
+        raise click.UsageError("--compute process needs memfd_create, which this platform lacks (it is Linux's); "
+                               "use --compute thread")
     app = make_app(QueueConfig(redis_url=settings.redis_url, visibility_timeout=settings.visibility_timeout))
     app.conf.worker_enable_remote_control = False
     register_tasks(app)

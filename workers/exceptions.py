@@ -19,4 +19,8 @@ class UnsafeOutputNameError(WorkerError, ValueError):
     """A chunk names an item whose output would land outside the job's output directory."""
 
 
-__all__ = ["MetricsPortError", "NoRuntimeError", "UnsafeOutputNameError", "WorkerError"]
+class ComputeProcessError(WorkerError):
+    """The worker's compute process died, or an error from it could not be carried back as it was."""
+
+
+__all__ = ["ComputeProcessError", "MetricsPortError", "NoRuntimeError", "UnsafeOutputNameError", "WorkerError"]

@@ -13,14 +13,20 @@ endpoint exports both:
 * ``corral_worker_model_fetches_total{level="memory"}``: requests the warm
   memory cache answered (the other levels are counted by the fetcher);
 * ``corral_worker_warm_model_bytes``: bytes of models kept warm.
+
+A worker whose models live in its compute process (:mod:`workers.compute`)
+fetches them there; :func:`export_fetches` then exports that process's fetch
+metrics, as it last reported them, in place of this process's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.registry import Collector
 
 from store.metrics import FETCH
 from workers.exceptions import MetricsPortError
@@ -61,6 +67,29 @@ def track(backlog: Callable[[], int], warm_bytes: Callable[[], int]) -> None:
     """Read the backlog and warm bytes from these functions at each scrape."""
     BACKLOG.set_function(backlog)
     WARM_BYTES.set_function(warm_bytes)
+
+
+class _Reported(Collector):
+    """Metric families as another process last reported them."""
+
+    def __init__(self, families: Callable[[], Iterable[Any]]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.families()
+
+    def describe(self) -> list[Any]:
+        return []  # the families are known only once reported: not checked against the registry's names
+
+
+def export_fetches(families: Callable[[], Iterable[Any]]) -> None:
+    """Export the fetch metrics ``families()`` returns at each scrape, instead of this process's own."""
+    for metric in FETCH.collectors():
+        try:
+            REGISTRY.unregister(metric)
+        except KeyError:
+            pass  # already replaced
+    REGISTRY.register(_Reported(families))
 
 
 def serve(port: int, host: str = "0.0.0.0") -> int:

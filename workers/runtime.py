@@ -13,15 +13,16 @@ from importlib import metadata
 import redis
 from celery import Celery
 
-from engine.runtime import CompiledModel
 from scheduler.jobs import JobRecord, Outcome, load_job
 from scheduler.registry import WorkerInfo
-from store.fetch import ModelFetcher, is_store_ref
+from store.fetch import ModelFetcher
 from workers import metrics
 from workers.batcher import Batcher
+from workers.compute import ComputeProcess, ComputeSettings
 from workers.exceptions import NoRuntimeError
 from workers.heartbeat import Heartbeat
 from workers.model_cache import ModelCache
+from workers.models import LocalModels, Models, load_model
 from workers.settings import WorkerSettings
 from workers.sweeper import BrokerLayout, ChunkSweeper, celery_republisher
 
@@ -74,15 +75,22 @@ def apply_thread_settings(settings: WorkerSettings) -> None:
 
 class WorkerRuntime:
     def __init__(self, settings: WorkerSettings, fetcher: ModelFetcher | None = None) -> None:
+        """``fetcher``: how models are fetched when they are loaded in this process (``compute="thread"``);
+        a compute process builds its own from ``settings.store``."""
         self.settings = settings
         self.backend = settings.resolved_backend()
         self.r = redis.Redis.from_url(settings.redis_url)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{settings.device}"
         self.started = time.time()
-        self.fetcher = fetcher if fetcher is not None else ModelFetcher.from_settings(settings.store)
-        self.cache: ModelCache[ModelKey, CompiledModel] = ModelCache(self._load, settings.memory_budget,
-                                                                     on_hit=metrics.observe_memory_hit)
-        self.batcher = _MeteredBatcher(self.r, self.cache, self.model_key, settings.batcher, worker_id=self.id)
+        self.models: Models
+        if settings.compute == "process":
+            self.models = self.compute = ComputeProcess(ComputeSettings.of(settings))
+        else:
+            self.compute = None
+            fetcher = fetcher if fetcher is not None else ModelFetcher.from_settings(settings.store)
+            self.models = LocalModels(ModelCache(lambda key: load_model(fetcher, key), settings.memory_budget,
+                                                 on_hit=metrics.observe_memory_hit))
+        self.batcher = _MeteredBatcher(self.r, self.models, self.model_key, settings.batcher, worker_id=self.id)
         self.heartbeat = Heartbeat(self.r, self.info)
         self.metrics_url = ""
         self._jobs: dict[str, JobRecord] = {}
@@ -93,14 +101,6 @@ class WorkerRuntime:
 
     def model_key(self, job: JobRecord) -> ModelKey:
         return (job.model_path, self.backend, self.settings.device, self.settings.precision)
-
-    def _load(self, key: ModelKey) -> CompiledModel:
-        """Store references through the fetcher (download, verify, compile, disk caches); package paths
-        compiled through the same compiled-model cache."""
-        ref, backend, device, precision = key
-        if is_store_ref(ref):
-            return self.fetcher.loader((ref, backend, device, precision))
-        return self.fetcher.load_path(ref, device=device, backend=backend, precision=precision)
 
     def job(self, job_id: str) -> JobRecord:
         """The job's request (immutable once submitted, so cached; status is read separately)."""
@@ -117,7 +117,7 @@ class WorkerRuntime:
     def info(self) -> WorkerInfo:
         return WorkerInfo(
             id=self.id, hostname=socket.gethostname(), pid=os.getpid(), device=self.settings.device,
-            backend=self.backend, queue=self.settings.queue, warm_models=[k[0] for k in self.cache.warm()],
+            backend=self.backend, queue=self.settings.queue, warm_models=[k[0] for k in self.models.warm()],
             backlog=self.batcher.backlog, max_batch=self.settings.batcher.max_batch,
             batch_sizes={str(k): v for k, v in sorted(self.batcher.batch_sizes.items())}, started=self.started,
             ops=self._ops, custom=self._custom, metrics_url=self.metrics_url)
@@ -130,7 +130,10 @@ class WorkerRuntime:
         load_plugins(list(self.settings.plugins))
         self._custom = custom_implementations()
         apply_thread_settings(self.settings)
-        metrics.track(lambda: self.batcher.backlog, lambda: self.cache.used_bytes)
+        if self.compute is not None:
+            self.compute.start()  # it imports the engine while Celery starts up
+            metrics.export_fetches(lambda: self.compute.state.metrics)
+        metrics.track(lambda: self.batcher.backlog, lambda: self.models.used_bytes)
         if self.settings.metrics_port:
             port = metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
             host = socket.gethostname() if self.settings.metrics_host in ("0.0.0.0", "::") else \
@@ -149,6 +152,7 @@ class WorkerRuntime:
         if self.sweeper is not None:
             self.sweeper.stop()
         self.batcher.close()
+        self.models.close()
         self.heartbeat.stop()
 
 

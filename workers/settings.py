@@ -16,6 +16,7 @@ from scheduler.settings import DEFAULT_REDIS_URL, ENV_NUM_THREADS, ENV_REDIS_URL
 from store.settings import StoreSettings
 from workers.app import DEFAULT_VISIBILITY_TIMEOUT
 from workers.batcher import BatcherConfig
+from workers.compute import supported as compute_process_supported
 from workers.exceptions import WorkerError
 
 # The environment variables this package reads (see the README's configuration table).
@@ -38,13 +39,19 @@ class WorkerSettings:
     metrics_host: str = "0.0.0.0"
     plugins: tuple[str, ...] = ()  # modules that register custom layers / models
     num_threads: int | None = None  # the numpy engine's kernel threads; None: the CPUs this process may use
-    # How long a thread may hold the GIL while another waits for it (Python's default is 5 ms). The device
-    # thread gives the GIL up at every numpy call and must win it back to start the next; with decode and
-    # write threads running Python beside it, each win could wait out a whole interval. 0.5 ms against 5 ms:
-    # a 200-image job ran 8 % and 6 % faster at the median of two interleaved runs (10 and 14 pairs of
-    # workers side by side, multistyle26 128², 2 cores).
+    # How long a thread may hold the GIL while another waits for it (Python's default is 5 ms). With
+    # compute="thread", the device thread gives the GIL up at every numpy call and must win it back to start
+    # the next; with decode and write threads running Python beside it, each win could wait out a whole
+    # interval. 0.5 ms against 5 ms: a 200-image job ran 8 % and 6 % faster at the median of two interleaved
+    # runs (10 and 14 pairs of workers side by side, multistyle26 128², 2 cores). With the compute process
+    # it made no measurable difference (10 pairs, 2 decode and 2 write threads, 5 ms against 0.5 ms: 1.02 at
+    # the median, 5 of 10 faster).
     switch_interval_ms: float = 0.5
     store: StoreSettings = field(default_factory=StoreSettings)
+    # Where models are compiled and batches run: "process", a child process of the worker's own, whose GIL
+    # the worker's decode, write and Celery threads do not share (see workers.compute); "thread", the
+    # worker's device thread in this process (platforms without memfd_create).
+    compute: str = field(default_factory=lambda: "process" if compute_process_supported() else "thread")
 
     @property
     def queue(self) -> str:

@@ -25,8 +25,10 @@ from tests.integration.conftest import make_images, python_env
 pytestmark = pytest.mark.slow
 
 
-def test_fifty_image_job_end_to_end(redis_url: str, r: redis.Redis, worker, tiny_model: Path, tmp_path: Path) -> None:
-    worker("--max-batch", "8")
+@pytest.mark.parametrize("compute", ["process", "thread"])
+def test_fifty_image_job_end_to_end(redis_url: str, r: redis.Redis, worker, tiny_model: Path, tmp_path: Path,
+                                    compute: str) -> None:
+    worker("--max-batch", "8", "--compute", compute)
     make_images(tmp_path / "in" / "a", 25, prefix="x")
     make_images(tmp_path / "in" / "b", 25, prefix="x")  # same file names in two folders
     client = Client(redis_url)

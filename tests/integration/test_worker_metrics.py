@@ -48,9 +48,11 @@ def test_metrics_endpoint_after_a_store_model_job(redis_url: str, r: redis.Redis
     assert m[("corral_worker_items_total", (("outcome", "failed"),))] == 0
     assert m[("corral_worker_backlog", ())] == 0
     assert m[("corral_worker_warm_model_bytes", ())] > 0
-    # the model came from the store once (download or package cache); every later request from memory
+    # the model came from the store once (download or package cache), in the worker's compute process;
+    # every batch found it warm in memory there
     levels = {dict(k[1])["level"]: v for k, v in m.items() if k[0] == "corral_worker_model_fetches_total"}
-    assert sum(v for lvl, v in levels.items() if lvl != "memory") == 1 and levels["memory"] >= 10
+    assert sum(v for lvl, v in levels.items() if lvl != "memory") == 1
+    assert levels["memory"] >= m[("corral_worker_batch_size_count", ())] >= 3
     assert m[("corral_worker_model_compile_seconds_count", (("from_cache", "false"),))] == 1
     # the batch histograms are exported (filled by the batcher through workers.metrics.observe_batch)
     assert ("corral_worker_batch_size_count", ()) in m and ("corral_worker_batch_seconds_count", ()) in m

@@ -23,6 +23,7 @@ from workers import metrics
 from workers.batcher import Batcher, BatcherConfig, Requeue
 from workers.item_io import ChunkItem, ChunkRelease
 from workers.model_cache import ModelCache
+from workers.models import LocalModels
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def r() -> fakeredis.FakeRedis:
 
 def _batcher(r, **cfg) -> Batcher:
     cache = ModelCache(lambda key: engine.compile(engine.load(key)), 10**9)
-    return Batcher(r, cache, lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
+    return Batcher(r, LocalModels(cache), lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
 
 
 def _job(r, model_path: str, out: Path, job_id: str, total: int) -> JobRecord:
@@ -330,7 +331,7 @@ class _SlowDevice(Batcher):
 
 def _slow(r, **cfg) -> _SlowDevice:
     cache = ModelCache(lambda key: engine.compile(engine.load(key)), 10**9)
-    return _SlowDevice(r, cache, lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
+    return _SlowDevice(r, LocalModels(cache), lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
 
 
 def test_decoding_runs_at_most_decode_ahead_batches_ahead_of_the_device(r, model_path: str, tmp_path: Path) -> None:

@@ -1,0 +1,224 @@
+"""The compute process: a real child (``python -m workers.compute_child``) against models in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import engine
+from engine.builder import ModelBuilder
+from engine.exceptions import ModelFormatError
+from store.fetch import ModelFetcher
+from store.settings import StoreSettings
+from workers.compute import ComputeProcess, ComputeSettings, layout_size, pack, supported, unpack
+from workers.exceptions import ComputeProcessError
+from workers.model_cache import ModelCache
+from workers.models import LocalModels, load_model
+
+pytestmark = pytest.mark.skipif(not supported(), reason="the compute process needs memfd_create (Linux)")
+
+# A custom layer that doubles its input, and kills its own process when the input's first value is negative:
+# a stand-in for a native extension that crashes.
+CRASH_PLUGIN = """
+    import os, signal
+    import numpy as np
+    from engine.custom import register_layer
+
+    class DoubleOrCrash:
+        def __init__(self, params, weights):
+            pass
+        def output_shapes(self, input_shapes):
+            return list(input_shapes)
+        def evaluate(self, inputs):
+            if inputs[0].reshape(-1)[0] < 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return [inputs[0] * np.float32(2)]
+
+    register_layer(DoubleOrCrash)
+"""
+
+
+def conv_model(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    b = ModelBuilder("conv")
+    x = b.image_input("image", size=(16, 16), height_range=(1, 2048), width_range=(1, 2048))
+    y = b.node("Conv", [x, b.weight("w1", (rng.standard_normal((8, 3, 3, 3)) * 0.1).astype(np.float32))],
+               pads=[1, 1, 1, 1])
+    y = b.node("Conv", [y, b.weight("w2", (rng.standard_normal((3, 8, 1, 1)) * 0.1).astype(np.float32))])
+    b.image_output(b.node("Sigmoid", [y]), name="out", scale=1 / 255)
+    engine.save(b.build(), path)
+    return path
+
+
+def widen_model(path: Path, copies: int = 16) -> Path:
+    """x [4] -> y [4 * copies]: outputs far larger than inputs."""
+    b = ModelBuilder("widen")
+    x = b.array_input("x", (4,))
+    b.array_output(b.node("Concat", [x] * copies, axis=1), name="y", shape=(4 * copies,))
+    engine.save(b.build(), path)
+    return path
+
+
+def crash_model(path: Path) -> Path:
+    b = ModelBuilder("crash")
+    x = b.array_input("x", (4,))
+    b.array_output(b.custom_layer("DoubleOrCrash", [x]), name="y", shape=(4,))
+    engine.save(b.build(), path)
+    return path
+
+
+def key(path: Path) -> tuple[str, str, str, str]:
+    return (str(path), "numpy", "cpu", "fp32")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StoreSettings:
+    return StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture
+def compute(store: StoreSettings) -> Iterator[ComputeProcess]:
+    proc = ComputeProcess(ComputeSettings(2**30, store))
+    proc.start()
+    yield proc
+    proc.close()
+
+
+def test_layouts_round_trip_through_a_buffer() -> None:
+    items = [{"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.int64(7)},
+             {"a": np.ones((1, 5), np.float16), "b": np.array([1, 2], np.int32)}]
+    buf = np.zeros(layout_size(items), np.uint8)
+    layouts = pack(items, buf)
+    assert all(offset % 64 == 0 for lay in layouts for offset, _, _ in lay.values())
+    for got, want in zip(unpack(buf, layouts), items):
+        for name, value in want.items():
+            assert got[name].dtype == np.asarray(value).dtype
+            np.testing.assert_array_equal(got[name], value)
+
+
+def test_batches_match_the_same_model_in_this_process(compute: ComputeProcess, store: StoreSettings,
+                                                      tmp_path: Path) -> None:
+    model = conv_model(tmp_path / "conv.corral")
+    local = LocalModels(ModelCache(lambda k: load_model(ModelFetcher.from_settings(store), k), 2**30))
+    assert compute.description(key(model)) == local.description(key(model))
+    rng = np.random.default_rng(1)
+    for n, side in ((1, 16), (5, 16), (3, 200)):  # 3 × 200²: inputs outgrow the first buffer
+        items = [{"image": rng.random((3, side, side), dtype=np.float32)} for _ in range(n)]
+        got, want = compute.predict_batch(key(model), items), local.predict_batch(key(model), items)
+        assert len(got) == n
+        for g, w in zip(got, want):
+            assert g["out"].flags.writeable and g["out"].dtype == np.float32
+            np.testing.assert_array_equal(g["out"], w["out"])  # bit-identical: the same compiled code ran
+    assert compute.warm() == [key(model)] and compute.used_bytes > 0
+
+
+def test_outputs_too_large_for_the_buffer_still_arrive_and_make_room(compute: ComputeProcess,
+                                                                    tmp_path: Path) -> None:
+    model = widen_model(tmp_path / "widen.corral", copies=4096)  # 64 KiB out per item, 16 B in
+    items = [{"x": np.full(4, i, np.float32)} for i in range(32)]  # 2 MiB of outputs: over the first 1 MiB
+    first = compute.predict_batch(key(model), items)
+    again = compute.predict_batch(key(model), items)
+    for i, (a, b) in enumerate(zip(first, again)):
+        np.testing.assert_array_equal(a["y"], np.full(4 * 4096, i, np.float32))
+        np.testing.assert_array_equal(b["y"], a["y"])
+    assert compute._buffers["out"].size >= 32 * 64 * 1024
+
+
+def test_a_bad_item_fails_alone(compute: ComputeProcess, tmp_path: Path) -> None:
+    model = conv_model(tmp_path / "conv.corral")
+    good = np.random.default_rng(2).random((3, 16, 16), dtype=np.float32)
+    results = compute.predict_batch(key(model), [{"image": good}, {"image": np.zeros((2, 4, 4), np.float32)},
+                                                 {"image": good}])
+    assert isinstance(results[1], Exception) and "'image'" in str(results[1])
+    np.testing.assert_array_equal(results[0]["out"], results[2]["out"])
+
+
+def test_a_model_that_cannot_load_is_named_and_not_cached(compute: ComputeProcess, tmp_path: Path) -> None:
+    missing = tmp_path / "later.corral"
+    with pytest.raises(ModelFormatError, match="later.corral"):
+        compute.description(key(missing))
+    conv_model(missing)  # the next request tries again
+    assert compute.description(key(missing)).image_inputs[0].name == "image"
+
+
+def test_concurrent_first_requests_load_once(compute: ComputeProcess, tmp_path: Path) -> None:
+    model = conv_model(tmp_path / "conv.corral")
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(compute.description(key(model)))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(d == got[0] for d in got)
+    compiles = sum(s.value for family in compute.state.metrics if family.name == "corral_worker_model_compile_seconds"
+                   for s in family.samples if s.name.endswith("_count"))
+    assert compiles == 1
+
+
+def test_a_crash_fails_its_batch_and_the_next_runs_in_a_new_process(store: StoreSettings, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "corral_test_crash.py").write_text(textwrap.dedent(CRASH_PLUGIN))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    model = crash_model(tmp_path / "crash.corral")
+    compute = ComputeProcess(ComputeSettings(2**30, store, plugins=("corral_test_crash",)))
+    try:
+        first = compute.pid if compute.description(key(model)) else None
+        ok = [{"x": np.full(4, 1, np.float32)}]
+        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 2, np.float32))
+        crashed = compute.predict_batch(key(model), [{"x": np.full(4, -1, np.float32)}, ok[0]])
+        assert all(isinstance(r, ComputeProcessError) for r in crashed)
+        assert "crash.corral" in str(crashed[0]) and "SIGKILL" in str(crashed[0])
+        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 2, np.float32))
+        assert compute.pid != first and compute.restarts == 1
+    finally:
+        compute.close()
+
+
+def test_close_ends_the_child(compute: ComputeProcess, tmp_path: Path) -> None:
+    compute.description(key(conv_model(tmp_path / "conv.corral")))
+    child = compute._proc
+    assert child is not None and child.poll() is None
+    compute.close()
+    assert child.poll() == 0
+    [late] = compute.predict_batch(key(tmp_path / "conv.corral"), [{"image": np.zeros((3, 4, 4), np.float32)}])
+    assert isinstance(late, ComputeProcessError) and "closed" in str(late)
+    with pytest.raises(ComputeProcessError, match="closed"):
+        compute.description(key(tmp_path / "other.corral"))
+
+
+def test_the_child_exits_when_its_worker_is_killed(store: StoreSettings) -> None:
+    script = textwrap.dedent(f"""
+        import time
+        from store.settings import StoreSettings
+        from workers.compute import ComputeProcess, ComputeSettings
+        proc = ComputeProcess(ComputeSettings(2**30, StoreSettings(root={str(store.root)!r})))
+        proc.start()
+        print(proc.pid, flush=True)
+        time.sleep(60)
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(worker.stdout.readline())  # type: ignore[union-attr]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 20
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the compute process outlived its worker"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

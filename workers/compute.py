@@ -1,0 +1,374 @@
+"""The compute process: a worker's models compiled and run in a child process of their own.
+
+Why a second process: a worker's decode and write threads run Python
+(Celery's receipts and acks, chunk state, image decoding, PNG encoding)
+beside the device thread, and in one process they share one GIL with it;
+every numpy call the engine makes gives the GIL up and must win it back.
+In its own process the compute never waits for the worker's Python, and the
+worker's threads never wait for the compute's. A custom layer that crashes
+also takes down only this process: its batch fails, the worker restarts it.
+
+Batches cross in shared memory, not through a pipe: the worker copies each
+item's arrays into an input buffer, the child predicts straight from views
+of it and copies the outputs into an output buffer; the messages carry only
+their layout (offsets, shapes, dtypes). The buffers are anonymous memory
+files (``memfd_create``) whose descriptors are passed over the socket, so
+nothing is left behind in ``/dev/shm`` when either process is killed.
+
+::
+
+    worker process                                  compute process
+    ModelDescription cache                          ModelCache: fetch, compile, LRU under the budget
+    description(key) ── ("load", id, key) ────────> load on a loader thread
+                     <── (id, True, description, state)
+    predict_batch ─ copy arrays into the input buffer
+                   ── ("run", id, key, layouts, ...) ─> predict_batch on views (compute thread)
+                                                      outputs copied into the output buffer
+                   <── (id, True, (layouts, pickled, needed, seconds), state)
+    outputs copied out, buffer free for the next batch
+
+``state`` (warm models, their bytes, the fetch metrics) rides on every
+reply, for the heartbeat and the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import send_handle
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.description import ModelDescription
+from store.settings import StoreSettings
+from workers.exceptions import ComputeProcessError
+from workers.models import ModelKey, Result
+
+if TYPE_CHECKING:
+    from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+ALIGN = 64  # each array starts on a cache line (and any dtype's alignment)
+Layout = dict[str, tuple[int, tuple[int, ...], str]]  # input or output name -> (offset, shape, dtype)
+
+
+def supported() -> bool:
+    """Whether this platform can run a compute process (anonymous shared memory files: Linux)."""
+    return hasattr(os, "memfd_create")
+
+
+# ---------------------------------------------------------------------------------------------- buffers
+class SharedBuffer:
+    """An anonymous shared memory file mapped into this process; its descriptor can be sent to the other."""
+
+    def __init__(self, size: int, fd: int | None = None) -> None:
+        self.size = size
+        self.fd = os.memfd_create("corral-batch", os.MFD_CLOEXEC) if fd is None else fd
+        if fd is None:
+            os.ftruncate(self.fd, size)
+        self.map = mmap.mmap(self.fd, size)
+        self.bytes = np.frombuffer(self.map, np.uint8)  # [size]
+
+    def close(self) -> None:
+        del self.bytes
+        self.map.close()
+        os.close(self.fd)
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def layout_size(items: Sequence[Mapping[str, Any]]) -> int:
+    """Bytes needed to hold every array of ``items`` at aligned offsets."""
+    return sum(_aligned(np.asarray(v).nbytes) for item in items for v in item.values())
+
+
+def pack(items: Sequence[Mapping[str, Any]], buf: np.ndarray) -> list[Layout]:
+    """Copy each item's arrays into ``buf`` (uint8, large enough: :func:`layout_size`); their layouts."""
+    layouts, offset = [], 0
+    for item in items:
+        layout: Layout = {}
+        for name, value in item.items():
+            arr = np.asarray(value)
+            view(buf, offset, arr.shape, arr.dtype.str)[...] = arr
+            layout[name] = (offset, arr.shape, arr.dtype.str)
+            offset += _aligned(arr.nbytes)
+        layouts.append(layout)
+    return layouts
+
+
+def view(buf: np.ndarray, offset: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """The array of ``shape`` and ``dtype`` at ``offset`` in ``buf`` (no copy)."""
+    dt = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    return buf[offset:offset + count * dt.itemsize].view(dt).reshape(shape)
+
+
+def unpack(buf: np.ndarray, layouts: Sequence[Layout]) -> Iterator[dict[str, np.ndarray]]:
+    """Views of each item's arrays in ``buf``."""
+    for layout in layouts:
+        yield {name: view(buf, offset, tuple(shape), dtype) for name, (offset, shape, dtype) in layout.items()}
+
+
+def portable(exc: BaseException) -> Exception:
+    """``exc`` if it survives pickling, else a :class:`ComputeProcessError` with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc if isinstance(exc, Exception) else ComputeProcessError(f"{type(exc).__name__}: {exc}")
+    except Exception:  # noqa: BLE001 - any exception type may fail to pickle; its text still travels
+        return ComputeProcessError(f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------- settings, state
+@dataclass(frozen=True)
+class ComputeSettings:
+    """What the compute process needs of the worker's settings (sent as its first message)."""
+
+    memory_budget: int
+    store: StoreSettings
+    plugins: tuple[str, ...] = ()
+    num_threads: int | None = None
+
+    @classmethod
+    def of(cls, settings: WorkerSettings) -> ComputeSettings:
+        return cls(settings.memory_budget, settings.store, tuple(settings.plugins), settings.num_threads)
+
+
+@dataclass
+class ChildState:
+    """What the compute process reports with each reply."""
+
+    warm: list[Any] = field(default_factory=list)  # keys of the models held in memory
+    used_bytes: int = 0
+    metrics: list[Any] = field(default_factory=list)  # prometheus metric families of its fetches
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+class ComputeProcess:
+    """The worker's side of its compute process: a :class:`workers.models.Models` whose models live there.
+
+    The child is started by :meth:`start` (or the first request) and
+    restarted by the first request after it died. A batch running when it
+    died gets a :class:`ComputeProcessError` for each item, which names the
+    model and the exit; the batches after it run in the new process.
+    """
+
+    def __init__(self, settings: ComputeSettings) -> None:
+        self.settings = settings
+        self.state = ChildState()
+        self.restarts = 0
+        self._lock = threading.Lock()  # the process, its connection, the pending requests, sending
+        self._run_lock = threading.Lock()  # one batch at a time owns the buffers
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._pending: dict[int, tuple[Future[Any], str]] = {}
+        self._next_id = 0
+        self._descriptions: dict[Any, ModelDescription] = {}
+        self._loading: dict[Any, Future[ModelDescription]] = {}
+        self._buffers: dict[str, SharedBuffer] = {}  # "in" and "out", once a batch has needed them
+        self._unsent: set[str] = set()  # buffers the current child has not been sent yet
+        self._closed = False
+
+    # ------------------------------------------------------------------ process
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the child now: it imports the engine while the worker starts up."""
+        with self._lock:
+            self._ensure_started()
+
+    def _ensure_started(self) -> Connection:
+        """Under the lock: the live child's connection, starting one if there is none."""
+        if self._closed:
+            raise ComputeProcessError("the worker's compute process was closed")
+        if self._conn is not None:
+            return self._conn
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            proc = subprocess.Popen([sys.executable, "-m", "workers.compute_child", str(theirs.fileno())],
+                                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            conn = Connection(os.dup(ours.fileno()))
+        conn.send(self.settings)
+        self._proc, self._conn = proc, conn
+        self._unsent = set(self._buffers)  # a new child has mapped none of them
+        threading.Thread(target=self._read_loop, args=(proc, conn), name="corral-compute-reader",
+                         daemon=True).start()
+        log.info("compute process started (pid %d)", proc.pid)
+        return conn
+
+    def _read_loop(self, proc: subprocess.Popen[bytes], conn: Connection) -> None:
+        """Resolve each request's future from the child's replies; on its exit, fail what was pending."""
+        while True:
+            try:
+                rid, ok, payload, state = conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                fut, _ = self._pending.pop(rid, (None, ""))
+                self.state = state
+            if fut is not None:
+                if ok:
+                    fut.set_result(payload)
+                else:
+                    fut.set_exception(payload)
+        code = proc.wait()
+        conn.close()
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+            pending, self._pending = self._pending, {}
+            closing = self._closed
+        if closing:
+            return
+        self.restarts += 1
+        log.warning("compute process (pid %d) exited (%s); %d request(s) failed; the next starts a new one",
+                    proc.pid, _exit_text(code), len(pending))
+        for fut, what in pending.values():
+            fut.set_exception(ComputeProcessError(
+                f"{what}: the compute process (pid {proc.pid}) exited ({_exit_text(code)}) before it answered; "
+                "see the worker's log. A custom layer that crashes, or memory running out, can cause this"))
+
+    def _send(self, message: tuple[Any, ...], what: str, fds: Sequence[int] = ()) -> Future[Any]:
+        """Under the lock: send ``message`` with an id after its kind, then the descriptors ``fds``; the
+        reply's future. ``what`` names the request in the error if the child dies first."""
+        conn = self._ensure_started()
+        fut: Future[Any] = Future()
+        rid = self._next_id = self._next_id + 1
+        self._pending[rid] = (fut, what)
+        try:
+            conn.send((message[0], rid, *message[1:]))
+            for fd in fds:
+                send_handle(conn, fd, self._proc.pid)  # type: ignore[union-attr]
+        except OSError as exc:  # the child is gone: the reader fails the future (or already has)
+            log.debug("compute process: send failed (%s)", exc)
+        return fut
+
+    # ------------------------------------------------------------------ Models
+    def description(self, key: ModelKey) -> ModelDescription:
+        """The model's description; the first request for a key loads the model in the child (once)."""
+        with self._lock:
+            known = self._descriptions.get(key)
+            if known is not None:
+                return known
+            pending = self._loading.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._loading[key] = Future()
+                request = self._send(("load", key), _model_text(key))
+        assert pending is not None
+        if not owner:
+            return pending.result()
+        try:
+            desc = request.result()
+        except BaseException as exc:
+            with self._lock:
+                del self._loading[key]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            if len(self._descriptions) >= 256:  # descriptions are small; a worker rarely sees this many models
+                self._descriptions.clear()
+            self._descriptions[key] = desc
+            del self._loading[key]
+        pending.set_result(desc)
+        return desc
+
+    def predict_batch(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
+        """Each item's outputs (arrays of this process) or exception; if the child dies, each item's error."""
+        with self._run_lock:
+            try:
+                return self._predict(key, items)
+            except ComputeProcessError as exc:
+                return [exc] * len(items)
+
+    def _predict(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
+        need = layout_size(items)
+        with self._lock:
+            if "in" not in self._buffers or self._buffers["in"].size < need:
+                self._grow("in", need)
+            if "out" not in self._buffers:
+                self._grow("out", need)
+            inbuf, outbuf = self._buffers["in"], self._buffers["out"]
+        layouts = pack(items, inbuf.bytes)
+        with self._lock:
+            self._ensure_started()  # a child started since the buffers were chosen gets them all
+            sends = [name for name in ("in", "out") if name in self._unsent]
+            self._unsent.clear()
+            # the child maps the buffers sent after this message before it runs the batch
+            request = self._send(("run", key, layouts, [(n, self._buffers[n].size) for n in sends]),
+                                 _model_text(key), [self._buffers[n].fd for n in sends])
+        layouts_out, pickled, needed = request.result()
+        if pickled is not None:  # the outputs did not fit: they came pickled; the next batch gets room
+            with self._lock:
+                self._grow("out", needed + needed // 4)
+            return pickled
+        used = max((offset + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
+                    for lay in layouts_out if isinstance(lay, dict) for offset, shape, dtype in lay.values()),
+                   default=0)
+        own = np.array(outbuf.bytes[:used])  # [used] copied out: the buffer is free for the next batch
+        return [lay if isinstance(lay, Exception) else next(unpack(own, [lay])) for lay in layouts_out]
+
+    def _grow(self, name: str, size: int) -> None:
+        """Under the lock: a new buffer ``name`` of at least ``size`` bytes, sent with the next batch."""
+        old = self._buffers.get(name)
+        if old is not None:
+            old.close()
+        self._buffers[name] = SharedBuffer(max(_aligned(size), 1 << 20))
+        self._unsent.add(name)
+
+    def warm(self) -> list[Any]:
+        return list(self.state.warm)
+
+    @property
+    def used_bytes(self) -> int:
+        return self.state.used_bytes
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask the child to exit (SIGKILL after ``timeout``) and unmap the buffers."""
+        with self._lock:
+            self._closed = True
+            proc, conn = self._proc, self._conn
+            if conn is not None:
+                try:
+                    conn.send(("stop", 0))
+                except OSError:
+                    pass
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with self._run_lock, self._lock:
+            for buf in self._buffers.values():
+                buf.close()
+            self._buffers.clear()
+
+
+def _model_text(key: ModelKey) -> str:
+    return f"model {key[0]!r}" if isinstance(key, tuple) and key else f"model {key!r}"
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

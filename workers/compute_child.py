@@ -1,0 +1,150 @@
+"""The compute process's side (``python -m workers.compute_child FD``): models loaded, batches run.
+
+Started by :class:`workers.compute.ComputeProcess` with one end of a socket
+pair as ``FD``. The first message is its
+:class:`~workers.compute.ComputeSettings`;
+then requests, each answered with ``(id, ok, payload, state)``:
+
+* ``("load", id, key)``: load the model (fetch, verify, compile, or the
+  compiled cache), on a loader thread so batches keep running; payload: its
+  description.
+* ``("run", id, key, layouts, buffers)``: first map the ``buffers`` whose
+  descriptors follow the message (``(name, size)``: ``"in"`` or ``"out"``),
+  then predict the items laid out in the input buffer, on the compute
+  thread; payload: ``(output layouts or per-item exceptions, None, 0)``, or
+  when the outputs do not fit the output buffer ``(None, results, bytes
+  needed)``.
+* ``("stop", 0)``: exit. So does the end of the connection (the worker died).
+
+Signals meant for the worker (Ctrl-C in a terminal reaches the whole
+process group) are ignored: the worker decides when this process ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle
+from typing import Any
+
+from engine.custom import load_plugins
+from engine.ops.threads import set_num_threads
+from store.fetch import ModelFetcher
+from workers import metrics
+from workers.compute import ChildState, ComputeSettings, Layout, SharedBuffer, layout_size, pack, portable, unpack
+from workers.model_cache import ModelCache
+from workers.models import Result, load_model, predict_isolated
+
+log = logging.getLogger("workers.compute")
+
+
+class ComputeServer:
+    def __init__(self, conn: Connection, settings: ComputeSettings) -> None:
+        self.conn = conn
+        load_plugins(list(settings.plugins))
+        if settings.num_threads is not None:
+            set_num_threads(settings.num_threads)
+        fetcher = ModelFetcher.from_settings(settings.store)
+        self.cache: ModelCache[Any, Any] = ModelCache(lambda key: load_model(fetcher, key), settings.memory_budget,
+                                                      on_hit=metrics.observe_memory_hit)
+        self.buffers: dict[str, SharedBuffer] = {}
+        self._send_lock = threading.Lock()
+        self._runs: queue.Queue[tuple[int, Any, list[Layout]] | None] = queue.Queue()
+
+    def serve(self) -> None:
+        compute = threading.Thread(target=self._compute_loop, name="corral-compute", daemon=True)
+        compute.start()
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                break  # the worker is gone
+            kind, rid = message[0], message[1]
+            if kind == "stop":
+                break
+            if kind == "load":
+                threading.Thread(target=self._load, args=(rid, message[2]), name="corral-load", daemon=True).start()
+            elif kind == "run":
+                _, _, key, layouts, buffers = message
+                for name, size in buffers:
+                    self._map(name, size, recv_handle(self.conn))
+                self._runs.put((rid, key, layouts))
+        self._runs.put(None)
+        compute.join()
+
+    def _map(self, name: str, size: int, fd: int) -> None:
+        old = self.buffers.get(name)
+        self.buffers[name] = SharedBuffer(size, fd)
+        if old is not None:
+            old.close()
+
+    def _reply(self, rid: int, ok: bool, payload: Any) -> None:
+        state = ChildState(self.cache.warm(), self.cache.used_bytes, fetch_metrics())
+        with self._send_lock:
+            try:
+                self.conn.send((rid, ok, payload, state))
+            except OSError:
+                pass  # the worker is gone; the main loop ends on its own
+
+    def _load(self, rid: int, key: Any) -> None:
+        try:
+            with self.cache.use(key) as model:
+                description = model.description
+        except Exception as exc:  # noqa: BLE001 - the load's error is the worker's to report, per item
+            self._reply(rid, False, portable(exc))
+            return
+        self._reply(rid, True, description)
+
+    def _compute_loop(self) -> None:
+        while True:
+            job = self._runs.get()
+            if job is None:
+                return
+            rid, key, layouts = job
+            try:
+                items = list(unpack(self.buffers["in"].bytes, layouts))
+                with self.cache.use(key) as model:
+                    results = predict_isolated(model, items)
+                del items
+                payload = self._outputs(results)
+            except Exception as exc:  # noqa: BLE001 - e.g. the model failed to load: the whole batch's error
+                self._reply(rid, False, portable(exc))
+                continue
+            self._reply(rid, True, payload)
+
+    def _outputs(self, results: Sequence[Result]) -> tuple[list[Layout | Exception] | None, Any, int]:
+        """Copy each item's outputs into the output buffer; if they do not fit, send them pickled instead."""
+        outputs = [r for r in results if not isinstance(r, Exception)]
+        needed = layout_size(outputs)
+        if needed > self.buffers["out"].size:
+            return None, [portable(r) if isinstance(r, Exception) else r for r in results], needed
+        packed = iter(pack(outputs, self.buffers["out"].bytes))
+        return [portable(r) if isinstance(r, Exception) else next(packed) for r in results], None, 0
+
+
+def fetch_metrics() -> list[Any]:
+    """This process's fetch metric families (downloads, compile time, fetches by level), for the worker to export."""
+    from store.metrics import FETCH
+
+    return [family for metric in FETCH.collectors() for family in metric.collect()]
+
+
+def main(argv: list[str]) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s[compute]: %(message)s")
+    conn = Connection(int(argv[0]))
+    try:
+        settings: ComputeSettings = conn.recv()
+    except (EOFError, OSError):
+        return
+    ComputeServer(conn, settings).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
