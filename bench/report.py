@@ -168,11 +168,24 @@ def _torch(d: dict[str, Any]) -> list[Figure]:
     return out
 
 
+def _compute_process(d: dict[str, Any]) -> list[Figure]:
+    job, one, n = d["job"], d["one_image_jobs"], d["rounds"]
+    return [
+        Figure("200-image job (multistyle26 128²) over predict_batch, worker --compute process", job["process"],
+               "× engine", "the same with --compute thread", job["thread"], job["ratio"],
+               f"median of {n} interleaved pairs; process faster in {job['process_faster']}"),
+        Figure("64 one-image jobs (multistyle26 32²), batching on, --compute process", one["process"], "jobs/s",
+               "the same with --compute thread", one["thread"], one["ratio"],
+               f"median of {n} interleaved pairs; process faster in {one['process_faster']}"),
+    ]
+
+
 KNOWN = [
     Benchmark("engine", "engine.py", [], ["--quick"], _engine),
     Benchmark("coldstart", "coldstart.py", [], [], _coldstart),
     Benchmark("queue", "queue.py", ["--repeats", "9"], ["--images", "100", "--repeats", "1"], _queue),
     Benchmark("torch_backend", "torch_backend.py", [], ["--repeats", "2"], _torch),
+    Benchmark("compute_process", "compute_process.py", [], ["--rounds", "2"], _compute_process),
 ]
 
 
