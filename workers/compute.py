@@ -124,6 +124,12 @@ def unpack(buf: np.ndarray, layouts: Sequence[Layout]) -> Iterator[dict[str, np.
         yield {name: view(buf, offset, tuple(shape), dtype) for name, (offset, shape, dtype) in layout.items()}
 
 
+def extent(layouts: Sequence[Layout]) -> int:
+    """Bytes from the buffer's start to the end of the last array that ``layouts`` place."""
+    return max((offset + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
+                for layout in layouts for offset, shape, dtype in layout.values()), default=0)
+
+
 def portable(exc: BaseException) -> Exception:
     """``exc`` if it survives pickling, else a :class:`ComputeProcessError` with its type and message."""
     try:
@@ -318,9 +324,7 @@ class ComputeProcess:
             with self._lock:
                 self._grow("out", needed + needed // 4)
             return pickled
-        used = max((offset + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
-                    for lay in layouts_out if isinstance(lay, dict) for offset, shape, dtype in lay.values()),
-                   default=0)
+        used = extent([lay for lay in layouts_out if isinstance(lay, dict)])
         own = np.array(outbuf.bytes[:used])  # [used] copied out: the buffer is free for the next batch
         return [lay if isinstance(lay, Exception) else next(unpack(own, [lay])) for lay in layouts_out]
 

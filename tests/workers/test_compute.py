@@ -20,7 +20,7 @@ from engine.builder import ModelBuilder
 from engine.exceptions import ModelFormatError
 from store.fetch import ModelFetcher
 from store.settings import StoreSettings
-from workers.compute import ComputeProcess, ComputeSettings, layout_size, pack, supported, unpack
+from workers.compute import ComputeProcess, ComputeSettings, extent, layout_size, pack, supported, unpack
 from workers.exceptions import ComputeProcessError
 from workers.model_cache import ModelCache
 from workers.models import LocalModels, load_model
@@ -100,6 +100,7 @@ def test_layouts_round_trip_through_a_buffer() -> None:
     buf = np.zeros(layout_size(items), np.uint8)
     layouts = pack(items, buf)
     assert all(offset % 64 == 0 for lay in layouts for offset, _, _ in lay.values())
+    assert extent(layouts) == layouts[1]["b"][0] + 8 <= buf.size
     for got, want in zip(unpack(buf, layouts), items):
         for name, value in want.items():
             assert got[name].dtype == np.asarray(value).dtype
