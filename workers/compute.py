@@ -84,7 +84,10 @@ class SharedBuffer:
 
     def close(self) -> None:
         del self.bytes
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:  # an array still views it: the mapping goes when the last view does
+            pass
         os.close(self.fd)
 
 

@@ -107,15 +107,19 @@ class ComputeServer:
                 return
             rid, key, layouts = job
             try:
-                items = list(unpack(self.buffers["in"].bytes, layouts))
-                with self.cache.use(key) as model:
-                    results = predict_isolated(model, items)
-                del items
-                payload = self._outputs(results)
+                payload = self._run(key, layouts)
             except Exception as exc:  # noqa: BLE001 - e.g. the model failed to load: the whole batch's error
                 self._reply(rid, False, portable(exc))
                 continue
             self._reply(rid, True, payload)
+            del payload
+
+    def _run(self, key: Any, layouts: list[Layout]) -> tuple[list[Layout | Exception] | None, Any, int]:
+        # The items are views of the input buffer (and a model may return them as outputs): they must be gone
+        # when this returns, before the next batch's message may replace the buffer.
+        items = list(unpack(self.buffers["in"].bytes, layouts))
+        with self.cache.use(key) as model:
+            return self._outputs(predict_isolated(model, items))
 
     def _outputs(self, results: Sequence[Result]) -> tuple[list[Layout | Exception] | None, Any, int]:
         """Copy each item's outputs into the output buffer; if they do not fit, send them pickled instead."""

@@ -135,6 +135,18 @@ def test_outputs_too_large_for_the_buffer_still_arrive_and_make_room(compute: Co
     assert compute._buffers["out"].size >= 32 * 64 * 1024
 
 
+def test_the_input_buffer_grows_between_batches(compute: ComputeProcess, tmp_path: Path) -> None:
+    b = ModelBuilder("identity")
+    b.array_output(b.node("Identity", [b.array_input("x", (4096,))]), name="y", shape=(4096,))
+    engine.save(b.build(), tmp_path / "identity.corral")
+    model = tmp_path / "identity.corral"
+    for n in (1, 80, 2, 300, 1):  # 16 KiB items: the first 1 MiB buffer is replaced twice
+        items = [{"x": np.full(4096, i, np.float32)} for i in range(n)]
+        results = compute.predict_batch(key(model), items)
+        assert [float(r["y"][0]) for r in results] == list(range(n))
+    assert compute._buffers["in"].size >= 300 * 16384 and compute.restarts == 0
+
+
 def test_a_bad_item_fails_alone(compute: ComputeProcess, tmp_path: Path) -> None:
     model = conv_model(tmp_path / "conv.corral")
     good = np.random.default_rng(2).random((3, 16, 16), dtype=np.float32)
