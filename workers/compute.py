@@ -42,6 +42,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALIGN = 64  # each array starts on a cache line (and any dtype's alignment)
+START_FAILURES = 2  # children in a row that die before they are ready: then no new one for HOLD_S
+HOLD_S = 10.0
 Layout = dict[str, tuple[int, tuple[int, ...], str]]  # input or output name -> (offset, shape, dtype)
 
 
@@ -180,6 +183,8 @@ class ComputeProcess:
         self.settings = settings
         self.state = ChildState()
         self.restarts = 0
+        self._start_failures = 0  # children in a row that died before they were ready
+        self._hold_until = 0.0
         self._lock = threading.Lock()  # the process, its connection, the pending requests, sending
         self._run_lock = threading.Lock()  # one batch at a time owns the buffers
         self._proc: subprocess.Popen[bytes] | None = None
@@ -208,6 +213,11 @@ class ComputeProcess:
             raise ComputeProcessError("the worker's compute process was closed")
         if self._conn is not None:
             return self._conn
+        if time.monotonic() < self._hold_until:
+            raise ComputeProcessError(
+                f"the compute process died while starting {self._start_failures} times in a row (a plugin that "
+                f"fails to import there, a broken environment); no new one for {self._hold_until - time.monotonic():.0f}"
+                " s; see the worker's log")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours, theirs:
             proc = subprocess.Popen([sys.executable, "-m", "workers.compute_child", str(theirs.fileno())],
@@ -223,11 +233,17 @@ class ComputeProcess:
 
     def _read_loop(self, proc: subprocess.Popen[bytes], conn: Connection) -> None:
         """Resolve each request's future from the child's replies; on its exit, fail what was pending."""
+        ready = False
         while True:
             try:
                 rid, ok, payload, state = conn.recv()
             except (EOFError, OSError):
                 break
+            if rid == 0:  # the child's own message: it has started
+                ready = True
+                with self._lock:
+                    self._start_failures = 0
+                continue
             with self._lock:
                 fut, _ = self._pending.pop(rid, (None, ""))
                 self.state = state
@@ -243,6 +259,10 @@ class ComputeProcess:
                 self._conn = None
             pending, self._pending = self._pending, {}
             closing = self._closed
+            if not ready and not closing:
+                self._start_failures += 1
+                if self._start_failures >= START_FAILURES:
+                    self._hold_until = time.monotonic() + HOLD_S
         if closing:
             return
         self.restarts += 1

@@ -2,8 +2,9 @@
 
 Started by :class:`workers.compute.ComputeProcess` with one end of a socket
 pair as ``FD``. The first message is its
-:class:`~workers.compute.ComputeSettings`;
-then requests, each answered with ``(id, ok, payload, state)``:
+:class:`~workers.compute.ComputeSettings`; once they are applied (plugins
+loaded) it says ``(0, True, "ready", state)``. Then requests, each answered
+with ``(id, ok, payload, state)``:
 
 * ``("load", id, key)``: load the model (fetch, verify, compile, or the
   compiled cache), on a loader thread so batches keep running; payload: its
@@ -59,6 +60,7 @@ class ComputeServer:
     def serve(self) -> None:
         compute = threading.Thread(target=self._compute_loop, name="corral-compute", daemon=True)
         compute.start()
+        self._reply(0, True, "ready")
         while True:
             try:
                 message = self.conn.recv()

@@ -20,7 +20,16 @@ from engine.builder import ModelBuilder
 from engine.exceptions import ModelFormatError
 from store.fetch import ModelFetcher
 from store.settings import StoreSettings
-from workers.compute import ComputeProcess, ComputeSettings, extent, layout_size, pack, supported, unpack
+from workers.compute import (
+    START_FAILURES,
+    ComputeProcess,
+    ComputeSettings,
+    extent,
+    layout_size,
+    pack,
+    supported,
+    unpack,
+)
 from workers.exceptions import ComputeProcessError
 from workers.model_cache import ModelCache
 from workers.models import LocalModels, load_model
@@ -193,6 +202,23 @@ def test_a_crash_fails_its_batch_and_the_next_runs_in_a_new_process(store: Store
         assert "crash.corral" in str(crashed[0]) and "SIGKILL" in str(crashed[0])
         np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 2, np.float32))
         assert compute.pid != first and compute.restarts == 1
+    finally:
+        compute.close()
+
+
+def test_a_child_that_dies_while_starting_is_not_restarted_in_a_loop(store: StoreSettings, tmp_path: Path) -> None:
+    compute = ComputeProcess(ComputeSettings(2**30, store, plugins=("corral_no_such_plugin_module",)))
+    model = key(conv_model(tmp_path / "conv.corral"))
+    try:
+        pids = []
+        for _ in range(START_FAILURES):
+            with pytest.raises(ComputeProcessError, match="exit code 1"):
+                compute.description(model)
+            pids.append(compute.pid)
+        assert len(set(pids)) == START_FAILURES  # a new child each time, until...
+        [held] = compute.predict_batch(model, [{"image": np.zeros((3, 4, 4), np.float32)}])
+        assert isinstance(held, ComputeProcessError) and "died while starting" in str(held)
+        assert compute.pid == pids[-1]  # ...no new one is started for a while
     finally:
         compute.close()
 
