@@ -24,7 +24,7 @@ nothing is left behind in ``/dev/shm`` when either process is killed.
     predict_batch ─ copy arrays into the input buffer
                    ── ("run", id, key, layouts, ...) ─> predict_batch on views (compute thread)
                                                       outputs copied into the output buffer
-                   <── (id, True, (layouts, pickled, needed, seconds), state)
+                   <── (id, True, (output layouts, None, 0), state)
     outputs copied out, buffer free for the next batch
 
 ``state`` (warm models, their bytes, the fetch metrics) rides on every
