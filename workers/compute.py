@@ -55,6 +55,7 @@ import numpy as np
 from engine.description import ModelDescription
 from store.settings import StoreSettings
 from workers.exceptions import ComputeProcessError
+from workers.model_cache import ModelCache
 from workers.models import ModelKey, Result
 
 if TYPE_CHECKING:
@@ -191,8 +192,8 @@ class ComputeProcess:
         self._conn: Connection | None = None
         self._pending: dict[int, tuple[Future[Any], str]] = {}
         self._next_id = 0
-        self._descriptions: dict[Any, ModelDescription] = {}
-        self._loading: dict[Any, Future[ModelDescription]] = {}
+        # descriptions are small: up to 256 models' kept, loaded once however many threads ask at the same time
+        self._descriptions: ModelCache[Any, ModelDescription] = ModelCache(self._load, 256, sizer=lambda _: 1)
         self._buffers: dict[str, SharedBuffer] = {}  # "in" and "out", once a batch has needed them
         self._unsent: set[str] = set()  # buffers the current child has not been sent yet
         self._closed = False
@@ -290,33 +291,14 @@ class ComputeProcess:
 
     # ------------------------------------------------------------------ Models
     def description(self, key: ModelKey) -> ModelDescription:
-        """The model's description; the first request for a key loads the model in the child (once)."""
+        """The model's description; the first request for a key loads the model in the child."""
+        with self._descriptions.use(key) as description:
+            return description
+
+    def _load(self, key: ModelKey) -> ModelDescription:
         with self._lock:
-            known = self._descriptions.get(key)
-            if known is not None:
-                return known
-            pending = self._loading.get(key)
-            owner = pending is None
-            if owner:
-                pending = self._loading[key] = Future()
-                request = self._send(("load", key), _model_text(key))
-        assert pending is not None
-        if not owner:
-            return pending.result()
-        try:
-            desc = request.result()
-        except BaseException as exc:
-            with self._lock:
-                del self._loading[key]
-            pending.set_exception(exc)
-            raise
-        with self._lock:
-            if len(self._descriptions) >= 256:  # descriptions are small; a worker rarely sees this many models
-                self._descriptions.clear()
-            self._descriptions[key] = desc
-            del self._loading[key]
-        pending.set_result(desc)
-        return desc
+            request = self._send(("load", key), _model_text(key))
+        return request.result()
 
     def predict_batch(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
         """Each item's outputs (arrays of this process) or exception; if the child dies, each item's error."""

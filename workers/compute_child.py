@@ -36,6 +36,7 @@ from typing import Any
 from engine.custom import load_plugins
 from engine.ops.threads import set_num_threads
 from store.fetch import ModelFetcher
+from store.metrics import FETCH
 from workers import metrics
 from workers.compute import ChildState, ComputeSettings, Layout, SharedBuffer, layout_size, pack, portable, unpack
 from workers.model_cache import ModelCache
@@ -135,8 +136,6 @@ class ComputeServer:
 
 def fetch_metrics() -> list[Any]:
     """This process's fetch metric families (downloads, compile time, fetches by level), for the worker to export."""
-    from store.metrics import FETCH
-
     return [family for metric in FETCH.collectors() for family in metric.collect()]
 
 
