@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA device (torch sees none)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+# Halves its input, and kills its own process when any item of the batch is all above 0.99 (an all-white image,
+# an array of ones): a stand-in for a native extension that crashes on some input.
+CRASH_LAYER_PLUGIN = """
+    import os, signal
+    import numpy as np
+    from engine.custom import register_layer
+
+    class HalveOrCrash:
+        def __init__(self, params, weights):
+            pass
+        def output_shapes(self, input_shapes):
+            return list(input_shapes)
+        def evaluate(self, inputs):
+            x = inputs[0]  # [N, ...]: crash if any item is all above 0.99
+            if (x.reshape(len(x), -1).min(axis=1) > 0.99).any():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return [inputs[0] * np.float32(0.5)]
+
+    register_layer(HalveOrCrash)
+"""
+
+
+@pytest.fixture
+def crash_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A plugin module registering the custom layer ``HalveOrCrash`` (see above), importable by the processes
+    this test starts; its name."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "corral_test_crash_layer.py").write_text(textwrap.dedent(CRASH_LAYER_PLUGIN))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+    return "corral_test_crash_layer"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,28 +18,9 @@ from tests.integration.conftest import make_images
 
 pytestmark = pytest.mark.slow
 
-# Halves the image, and kills its own process on an all-white image: a stand-in for a native extension that
-# crashes on some input.
-PLUGIN = """
-    import os, signal
-    import numpy as np
-    from engine.custom import register_layer
-
-    class HalveOrCrash:
-        def __init__(self, params, weights):
-            pass
-        def output_shapes(self, input_shapes):
-            return list(input_shapes)
-        def evaluate(self, inputs):
-            if inputs[0].min() > 0.99:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return [inputs[0] * np.float32(0.5)]
-
-    register_layer(HalveOrCrash)
-"""
-
 
 def crash_model(path: Path) -> Path:
+    """image -> the ``crash_plugin`` fixture's HalveOrCrash layer -> image (an all-white one crashes it)."""
     b = ModelBuilder("halve-or-crash")
     x = b.image_input("image", size=(24, 32), height_range=(1, 4096), width_range=(1, 4096), scale=1 / 255)
     b.image_output(b.custom_layer("HalveOrCrash", [x]), name="halved", scale=1 / 255)
@@ -50,12 +29,9 @@ def crash_model(path: Path) -> Path:
 
 
 def test_a_crashing_custom_layer_fails_only_its_item(redis_url: str, r: redis.Redis, worker, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "corral_test_crash_layer.py").write_text(textwrap.dedent(PLUGIN))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugins"), os.environ.get("PYTHONPATH", "")]))
+                                                     crash_plugin: str) -> None:
     model = crash_model(tmp_path / "crash.corral")
-    proc = worker("--plugin", "corral_test_crash_layer", "--max-batch", "1")
+    proc = worker("--plugin", crash_plugin, "--max-batch", "1")
     make_images(tmp_path / "in", 5)
     Image.fromarray(np.full((24, 32, 3), 255, np.uint8)).save(tmp_path / "in" / "white.png")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -36,27 +35,6 @@ from workers.models import LocalModels, load_model
 
 pytestmark = pytest.mark.skipif(not supported(), reason="the compute process needs memfd_create (Linux)")
 
-# A custom layer that doubles its input, and kills its own process when the input's first value is negative:
-# a stand-in for a native extension that crashes.
-CRASH_PLUGIN = """
-    import os, signal
-    import numpy as np
-    from engine.custom import register_layer
-
-    class DoubleOrCrash:
-        def __init__(self, params, weights):
-            pass
-        def output_shapes(self, input_shapes):
-            return list(input_shapes)
-        def evaluate(self, inputs):
-            if inputs[0].reshape(-1)[0] < 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return [inputs[0] * np.float32(2)]
-
-    register_layer(DoubleOrCrash)
-"""
-
-
 def conv_model(path: Path) -> Path:
     rng = np.random.default_rng(0)
     b = ModelBuilder("conv")
@@ -81,7 +59,7 @@ def widen_model(path: Path, copies: int = 16) -> Path:
 def crash_model(path: Path) -> Path:
     b = ModelBuilder("crash")
     x = b.array_input("x", (4,))
-    b.array_output(b.custom_layer("DoubleOrCrash", [x]), name="y", shape=(4,))
+    b.array_output(b.custom_layer("HalveOrCrash", [x]), name="y", shape=(4,))
     engine.save(b.build(), path)
     return path
 
@@ -188,19 +166,17 @@ def test_concurrent_first_requests_load_once(compute: ComputeProcess, tmp_path: 
 
 
 def test_a_crash_fails_its_batch_and_the_next_runs_in_a_new_process(store: StoreSettings, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "corral_test_crash.py").write_text(textwrap.dedent(CRASH_PLUGIN))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+                                                                    crash_plugin: str) -> None:
     model = crash_model(tmp_path / "crash.corral")
-    compute = ComputeProcess(ComputeSettings(2**30, store, plugins=("corral_test_crash",)))
+    compute = ComputeProcess(ComputeSettings(2**30, store, plugins=(crash_plugin,)))
     try:
         first = compute.pid if compute.description(key(model)) else None
-        ok = [{"x": np.full(4, 1, np.float32)}]
-        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 2, np.float32))
-        crashed = compute.predict_batch(key(model), [{"x": np.full(4, -1, np.float32)}, ok[0]])
+        ok = [{"x": np.full(4, 0.5, np.float32)}]
+        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 0.25, np.float32))
+        crashed = compute.predict_batch(key(model), [{"x": np.ones(4, np.float32)}, ok[0]])
         assert all(isinstance(r, ComputeProcessError) for r in crashed)
         assert "crash.corral" in str(crashed[0]) and "SIGKILL" in str(crashed[0])
-        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 2, np.float32))
+        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 0.25, np.float32))
         assert compute.pid != first and compute.restarts == 1
     finally:
         compute.close()
