@@ -71,3 +71,27 @@ def test_small_work_stays_on_the_calling_thread(three_threads: None) -> None:
     seen: set[int] = set()
     threads.run_tiles(lambda _: seen.add(threading.get_ident()), range(100), work=threads.PARALLEL_MIN_WORK - 1)
     assert seen == {threading.get_ident()}
+
+
+def test_blas_is_held_to_one_thread_whichever_thread_runs_the_tiles(three_threads: None) -> None:
+    """threadpoolctl lets only one Python thread change OpenBLAS's pool; the engine's hold must work from the
+    others too (a worker's device thread, a web app's request threads)."""
+    from threadpoolctl import ThreadpoolController
+
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    before = [lib.get_num_threads() for lib in libs]
+    for lib, count in zip(libs, before):
+        lib.set_num_threads(count)  # this thread takes control of the pool, as a first prediction would
+    seen: list[list[int]] = []
+    lock = threading.Lock()
+
+    def tile(i: int) -> None:
+        with lock:
+            seen.append([lib.get_num_threads() for lib in libs])
+
+    caller = threading.Thread(target=threads.run_tiles, args=(tile, range(64)),
+                              kwargs={"work": threads.PARALLEL_MIN_WORK})
+    caller.start()
+    caller.join()
+    assert len(seen) == 64 and all(counts == [1] * len(libs) for counts in seen)
+    assert [lib.get_num_threads() for lib in libs] == before  # restored once the tiles are done
