@@ -8,7 +8,8 @@
    jobs/s from the first submit to the last item counted.
 
 Both workers stay up on separate Redis databases, and their runs alternate (process, thread, thread,
-process, ...), so load from other processes on the machine hits both. Medians of ``--rounds`` pairs, and in
+process, ...), so load from other processes on the machine hits both. This process keeps freed memory for
+reuse (``engine.retain_freed_memory``), as both workers' compute does. Medians of ``--rounds`` pairs, and in
 how many pairs the compute process was faster.
 
     .venv/bin/python bench/compute_process.py [--rounds 8]
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "compute_process.json"))
     args = ap.parse_args()
+    engine.retain_freed_memory()
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as t, EmbeddedRedis(Path(t, "redis")) as server:
         results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
                    **bench(Path(t), server.url, args.rounds)}

@@ -17,6 +17,9 @@ For every backend, image size and batch size it measures (median of
   recorded value shapes) against this machine's numpy float32 GEMM rate;
 - the largest difference from onnxruntime's output.
 
+The process keeps freed memory for reuse (``engine.retain_freed_memory``),
+as corral's own processes do; ``bench/memory.py`` measures what that gives.
+
 Prints a table and writes JSON (default ``bench/results/engine.json``)::
 
     python bench/engine.py                    # 256, 512, 1024 x batch 1, 8
@@ -48,7 +51,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import compile
+from engine import compile, retain_freed_memory
 from engine.importers.onnx import OnnxImportOptions, import_onnx
 from engine.ops import threads as engine_threads
 from engine.runtime import CompiledModel
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     engine_threads.set_num_threads(args.threads)
+    retain_freed_memory()
     path = model_path()
     with threadpool_limits(limits=args.threads, user_api="blas"):
         start = time.perf_counter()

@@ -28,6 +28,12 @@ sets. Models:
   so cheap that decode and PNG encode cost as much as the prediction, the
   worst case for (a).
 
+Both sides keep freed memory for reuse (``engine.retain_freed_memory``): the
+worker's compute process sets it, and this process sets it before any
+``predict_batch``, so the ratios measure the queue, not the allocator
+(``bench/memory.py`` measures what the setting gives: about a third more
+images/s on multistyle26).
+
 Outputs stay on disk until the benchmark ends: deleting a run's files
 before the next would put the filesystem's work for those deletions (inode
 scans, journal commits) into the next measurement. Each measurement is
@@ -343,6 +349,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "queue.json"))
     args = ap.parse_args()
+    engine.retain_freed_memory()  # as the worker's compute process does (see the module's text)
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as t, EmbeddedRedis(Path(t, "redis")) as server:
         tmp = Path(t)
         results = {

@@ -180,12 +180,23 @@ def _compute_process(d: dict[str, Any]) -> list[Figure]:
     ]
 
 
+def _memory(d: dict[str, Any]) -> list[Figure]:
+    n = d["rounds"]
+    return [Figure(f"multistyle26 {c['size']}², batch {c['batch']}: predict_batch, freed memory kept for reuse",
+                   c["retained_img_s"], "img/s", "glibc's default allocator", c["default_img_s"], c["speedup"],
+                   f"kernel {c['default_sys_ms']:.2f} → {c['retained_sys_ms']:.2f} ms/img; page faults "
+                   f"{c['default_faults']:.0f} → {c['retained_faults']:.0f} per image; median of {n} interleaved "
+                   f"turns, kept faster in {c['retained_faster']}")
+            for c in d["cases"]]
+
+
 KNOWN = [
     Benchmark("engine", "engine.py", [], ["--quick"], _engine),
     Benchmark("coldstart", "coldstart.py", [], [], _coldstart),
     Benchmark("queue", "queue.py", ["--repeats", "9"], ["--images", "100", "--repeats", "1"], _queue),
     Benchmark("torch_backend", "torch_backend.py", [], ["--repeats", "2"], _torch),
     Benchmark("compute_process", "compute_process.py", [], ["--rounds", "2"], _compute_process),
+    Benchmark("memory", "memory.py", [], ["--rounds", "2", "--images", "48"], _memory),
 ]
 
 

@@ -8,7 +8,8 @@ for-loop of ``predict``; the ratio is corral's images/s over onnxruntime's
 
 CUDA (when torch sees a device): images/s at 512² and 1024² for batch 1,
 8 and 32 in fp32 and fp16, ``predict_batch`` vs a for-loop, and fp16's
-largest difference from fp32. Prints tables and writes JSON (default
+largest difference from fp32. The process keeps freed memory for reuse
+(``engine.retain_freed_memory``), as corral's own processes do. Prints tables and writes JSON (default
 ``bench/results/torch_backend.json``)::
 
     python bench/torch_backend.py                  # CPU at 512², plus CUDA if present
@@ -35,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 import torch
 
-from engine import compile
+from engine import compile, retain_freed_memory
 from engine.importers.onnx import OnnxImportOptions, import_onnx
 
 STYLE = 3
@@ -162,6 +163,7 @@ def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    retain_freed_memory()
     model = import_onnx(model_path(), OnnxImportOptions(image_inputs=["image"], image_outputs=["stylized"],
                                                         image_scale=1 / 255))
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(),

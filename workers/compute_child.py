@@ -34,6 +34,7 @@ from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from engine.custom import load_plugins
+from engine.memory import release_freed_memory, retain_freed_memory
 from engine.ops.threads import set_num_threads
 from store.fetch import ModelFetcher
 from store.metrics import FETCH
@@ -48,12 +49,14 @@ log = logging.getLogger("workers.compute")
 class ComputeServer:
     def __init__(self, conn: Connection, settings: ComputeSettings) -> None:
         self.conn = conn
+        retain_freed_memory()  # each batch reuses the last one's activations instead of faulting in fresh pages
         load_plugins(list(settings.plugins))
         if settings.num_threads is not None:
             set_num_threads(settings.num_threads)
         fetcher = ModelFetcher.from_settings(settings.store)
         self.cache: ModelCache[Any, Any] = ModelCache(lambda key: load_model(fetcher, key), settings.memory_budget,
-                                                      on_hit=metrics.observe_memory_hit)
+                                                      on_hit=metrics.observe_memory_hit,
+                                                      on_evict=release_freed_memory)
         self.buffers: dict[str, SharedBuffer] = {}
         self._send_lock = threading.Lock()
         self._runs: queue.Queue[tuple[int, Any, list[Layout]] | None] = queue.Queue()

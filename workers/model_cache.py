@@ -40,12 +40,15 @@ class _Entry(Generic[M]):
 
 class ModelCache(Generic[K, M]):
     def __init__(self, loader: Callable[[K], M], budget_bytes: int,
-                 sizer: Callable[[M], int] = model_nbytes, on_hit: Callable[[], None] | None = None) -> None:
-        """``on_hit`` is called for each request answered from memory (the worker counts them)."""
+                 sizer: Callable[[M], int] = model_nbytes, on_hit: Callable[[], None] | None = None,
+                 on_evict: Callable[[], object] | None = None) -> None:
+        """``on_hit`` is called for each request answered from memory (the worker counts them); ``on_evict``
+        after models were evicted (a worker gives their freed memory back to the system)."""
         self.loader = loader
         self.budget_bytes = budget_bytes
         self.sizer = sizer
         self.on_hit = on_hit
+        self.on_evict = on_evict
         self.loads = 0  # how many times the loader ran (tests check once-only loading)
         self.hits = 0  # requests answered from memory
         self._lock = threading.Lock()
@@ -92,20 +95,25 @@ class ModelCache(Generic[K, M]):
             with self._lock:
                 self._entries[key] = _Entry(model, self.sizer(model), users=1)
                 del self._loading[key]
-                self._evict()
+                evicted = self._evict()
             pending.set_result(None)
+            self._evicted(evicted)
             return model
 
     def release(self, key: K) -> None:
+        evicted = 0
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 entry.users -= 1
-                self._evict()
+                evicted = self._evict()
+        self._evicted(evicted)
 
-    def _evict(self) -> None:
-        """Drop least recently used idle models while over budget; the most recent one always stays."""
+    def _evict(self) -> int:
+        """Under the lock: drop least recently used idle models while over budget (the most recent one always
+        stays); how many were dropped."""
         total = sum(e.size for e in self._entries.values())
+        dropped = 0
         for key in list(self._entries)[:-1]:
             if total <= self.budget_bytes:
                 break
@@ -113,6 +121,12 @@ class ModelCache(Generic[K, M]):
             if entry.users == 0:
                 total -= entry.size
                 del self._entries[key]
+                dropped += 1
+        return dropped
+
+    def _evicted(self, count: int) -> None:
+        if count and self.on_evict is not None:
+            self.on_evict()  # outside the lock: giving memory back may take milliseconds
 
     def warm(self) -> list[K]:
         with self._lock:

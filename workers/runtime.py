@@ -13,6 +13,7 @@ from importlib import metadata
 import redis
 from celery import Celery
 
+from engine.memory import release_freed_memory, retain_freed_memory
 from scheduler.jobs import JobRecord, Outcome, load_job
 from scheduler.registry import WorkerInfo
 from store.fetch import ModelFetcher
@@ -77,6 +78,9 @@ class WorkerRuntime:
     def __init__(self, settings: WorkerSettings, fetcher: ModelFetcher | None = None) -> None:
         """``fetcher``: how models are fetched when they are loaded in this process (``compute="thread"``);
         a compute process builds its own from ``settings.store``."""
+        # Before any thread starts (see engine.memory): decoded tensors and, with --compute thread, each
+        # batch's activations reuse freed pages.
+        retain_freed_memory()
         self.settings = settings
         self.backend = settings.resolved_backend()
         self.r = redis.Redis.from_url(settings.redis_url)
@@ -89,7 +93,7 @@ class WorkerRuntime:
             self.compute = None
             fetcher = fetcher if fetcher is not None else ModelFetcher.from_settings(settings.store)
             self.models = LocalModels(ModelCache(lambda key: load_model(fetcher, key), settings.memory_budget,
-                                                 on_hit=metrics.observe_memory_hit))
+                                                 on_hit=metrics.observe_memory_hit, on_evict=release_freed_memory))
         self.batcher = _MeteredBatcher(self.r, self.models, self.model_key, settings.batcher, worker_id=self.id)
         self.heartbeat = Heartbeat(self.r, self.info)
         self.metrics_url = ""

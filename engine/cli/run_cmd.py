@@ -149,7 +149,9 @@ def run(ctx: click.Context, model_path: Path, images: Sequence[Path], out: Path,
     """
     from engine.compiler import compile
     from engine.format import load
+    from engine.memory import retain_freed_memory
 
+    retain_freed_memory()  # each batch reuses the last one's memory instead of faulting in fresh pages
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         modules = [m.strip() for spec in plugins for m in spec.split(",") if m.strip()]

@@ -71,3 +71,27 @@ def test_a_failed_load_reaches_every_waiter_and_is_retried_later() -> None:
     assert errors == ["broken model"] * 4 and cache.warm() == []
     with pytest.raises(ValueError):
         cache.acquire("broken")
+
+
+def test_evictions_are_reported_outside_the_lock() -> None:
+    sizes = {"a": 40, "b": 40, "c": 40}
+    calls: list[tuple[list[str], bool]] = []
+
+    def on_evict() -> None:
+        free = cache._lock.acquire(blocking=False)  # a callback under the lock would find it held
+        if free:
+            cache._lock.release()
+        calls.append((cache.warm() if free else [], free))
+
+    cache = ModelCache(lambda key: f"model-{key}", 100, sizer=lambda m: sizes[m.removeprefix("model-")],
+                       on_evict=on_evict)
+    for key in "ab":
+        with cache.use(key):
+            pass
+    assert calls == []  # within budget: nothing evicted, nothing reported
+    held = cache.acquire("c")  # over budget: a goes as c is loaded
+    assert calls == [(["b", "c"], True)]
+    cache.release("c")
+    with cache.use("c"):  # a hit within budget
+        pass
+    assert len(calls) == 1 and held == "model-c"
