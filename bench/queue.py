@@ -31,8 +31,8 @@ sets. Models:
 Both sides keep freed memory for reuse (``engine.retain_freed_memory``): the
 worker's compute process sets it, and this process sets it before any
 ``predict_batch``, so the ratios measure the queue, not the allocator
-(``bench/memory.py`` measures what the setting gives: about a third more
-images/s on multistyle26).
+(``bench/memory.py`` measures what the setting gives: 1.2-1.3x the images/s
+on multistyle26).
 
 Outputs stay on disk until the benchmark ends: deleting a run's files
 before the next would put the filesystem's work for those deletions (inode

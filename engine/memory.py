@@ -5,8 +5,9 @@ raised by use up to 32 MiB) with a fresh ``mmap`` and gives it back with
 ``munmap`` when it is freed. A batch's activations are larger than that
 (16 × 32 channels × 128² float32 is 32 MiB), so by default every batch maps
 new memory: the kernel zeroes it on first touch and, on ``munmap``, flushes
-the other cores' TLBs. On multistyle26 at 128², batch 16, that is 2.6 of
-the 23 ms of CPU an image costs, all of it kernel time
+the other cores' TLBs. On multistyle26 at 128², batch 16, that was 2.6 to
+4.5 ms of kernel time per image (of 24 to 27 ms of CPU), against 0.4 to 0.6
+with this setting, which made it 1.2 to 1.3 times as fast
 (``bench/memory.py``). ONNX Runtime and PyTorch's GPU allocator keep their
 own arenas for the same reason; numpy has none, so this sets glibc's:
 
@@ -23,7 +24,7 @@ models) until :func:`release_freed_memory`, which returns the free pages,
 and which the workers call after evicting a model.
 
 Both are process-wide, so the engine never applies them on import: corral's
-own processes (``corral worker``, its compute process, ``corral predict``)
+own processes (``corral worker``, its compute process, ``corral model run``)
 do, and an application that calls ``predict_batch`` may too. Elsewhere than
 glibc (musl, macOS) both do nothing.
 """
