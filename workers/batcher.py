@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -72,13 +73,21 @@ class _Pending:
     ready_at: float = field(default_factory=time.monotonic)
 
 
+def io_threads() -> int:
+    """Decode threads, and write threads, by default: one per CPU this process may use, at most 4. More than
+    the cores only contend for the GIL (on 2 cores, 2 + 2 beat 4 + 4 in 25 of 36 interleaved 200-image jobs,
+    by about 3 %)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 @dataclass
 class BatcherConfig:
     max_batch: int = 16
     max_delay_ms: float = 20.0
-    decode_threads: int = 4
+    decode_threads: int = field(default_factory=io_threads)
     decode_ahead: int = 2  # batches' worth of items decoded ahead of the device: the next batch, and one filling
-    writer_threads: int = 4  # PNG encoding and fsync release the GIL: several overlap with the next batch
+    writer_threads: int = field(default_factory=io_threads)  # PNG encoding and fsync release the GIL
     max_pixels: int = 100_000_000
 
 

@@ -21,7 +21,7 @@ from engine.exceptions import EngineError
 from scheduler.settings import ENV_REDIS_URL
 from store.settings import ENV_CACHE_DIR, ENV_ROOT, ENV_URL
 from workers.app import QueueConfig, make_app
-from workers.batcher import BatcherConfig
+from workers.batcher import BatcherConfig, io_threads
 from workers.compute import supported as compute_process_supported
 from workers.exceptions import WorkerError
 from workers.runtime import WorkerRuntime, set_runtime
@@ -68,12 +68,14 @@ def check_precision(precision: str, backend: str, device: str) -> None:
 @click.option("--memory-budget", default="2GiB", show_default=True, help="bytes of warm models to keep")
 @click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True,
               help="chunks in flight at once (threads feeding the one batcher)")
-@click.option("--decode-threads", type=click.IntRange(1), default=4, show_default=True,
-              help="threads reading, decoding and resizing images while the device computes")
+@click.option("--decode-threads", type=click.IntRange(1), default=None,
+              help="threads reading, decoding and resizing images while the device computes "
+                   "[default: the usable CPUs, at most 4]")
 @click.option("--decode-ahead", type=click.IntRange(1), default=2, show_default=True,
               help="batches' worth of items decoded ahead of the device; bounds the decoded images held in memory")
-@click.option("--writer-threads", type=click.IntRange(1), default=4, show_default=True,
-              help="threads encoding and writing outputs while the device computes")
+@click.option("--writer-threads", type=click.IntRange(1), default=None,
+              help="threads encoding and writing outputs while the device computes [default: the usable CPUs, "
+                   "at most 4]")
 @click.option("--compute", type=click.Choice(["process", "thread"]), default=None,
               help="where models are compiled and batches run: a child process of the worker's own (its own GIL; "
                    "a crashing custom layer fails only its batch) or a thread of the worker [default: process "
@@ -93,7 +95,8 @@ def check_precision(precision: str, backend: str, device: str) -> None:
               help=f"downloaded and compiled model caches [env {ENV_CACHE_DIR}; default ~/.cache/corral]")
 @click.option("--loglevel", default="warning", show_default=True)
 def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_ms: float, memory_budget: str,
-           concurrency: int, decode_threads: int, decode_ahead: int, writer_threads: int, compute: str | None,
+           concurrency: int, decode_threads: int | None, decode_ahead: int, writer_threads: int | None,
+           compute: str | None,
            redis_url: str | None,
            visibility_timeout: float | None,
            metrics_port: int | None, plugins: tuple[str, ...], store_url: str | None, store_root: str | None,
@@ -109,8 +112,9 @@ def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_
         compute=compute,
         memory_budget=parse_size(memory_budget), visibility_timeout=visibility_timeout, metrics_port=metrics_port,
         plugins=tuple(plugins) or None, store=base.store.with_(url=store_url, root=store_root, cache_dir=cache_dir),
-        batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_threads=decode_threads,
-                             decode_ahead=decode_ahead, writer_threads=writer_threads))
+        batcher=BatcherConfig(max_batch=max_batch, max_delay_ms=max_delay_ms, decode_ahead=decode_ahead,
+                              decode_threads=decode_threads or io_threads(),
+                              writer_threads=writer_threads or io_threads()))
     check_precision(precision, settings.resolved_backend(), device)
     if settings.compute == "process" and not compute_process_supported():
         raise click.UsageError("--compute process needs memfd_create, which this platform lacks (it is Linux's); "

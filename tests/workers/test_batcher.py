@@ -360,3 +360,12 @@ def test_drain_and_close_hand_back_items_still_waiting_to_be_decoded(r, model_pa
         requeued = sum(isinstance(o, Requeue) for o in outcomes)
         assert requeued >= 20 and requeued + outcomes.count(Outcome.DONE) == 30
         assert load_job(r, stop).done == outcomes.count(Outcome.DONE)
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 2), (3, 3), (64, 4)])
+def test_decode_and_write_threads_follow_the_usable_cpus(monkeypatch: pytest.MonkeyPatch, cpus: int,
+                                                          threads: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    config = BatcherConfig()
+    assert (config.decode_threads, config.writer_threads) == (threads, threads)
+    assert BatcherConfig(decode_threads=8).decode_threads == 8  # an explicit count stands
