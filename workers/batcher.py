@@ -106,6 +106,11 @@ class Batcher:
         self._decoding = 0
         self._draining = False
         self._stopped = False
+        self._in_flight = 0  # batches handed to the models and not yet returned
+        self._depth = max(1, getattr(models, "batches_in_flight", 1))
+        # With room for two batches in the models, a second thread hands over the next full batch while one runs.
+        self._dispatch = (ThreadPoolExecutor(self._depth, thread_name_prefix="corral-dispatch")
+                          if self._depth > 1 else None)
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="corral-decode")
         self._write_pool = ThreadPoolExecutor(config.writer_threads, thread_name_prefix="corral-write")
         self._status_cache: dict[str, tuple[float, JobStatus | None]] = {}
@@ -209,23 +214,38 @@ class Batcher:
                 while batch is None:
                     if self._stopped and not self._groups and not self._decoding:
                         return
-                    wait = self._take_ready()
+                    if self._in_flight >= self._depth:
+                        self._cond.wait()  # until a batch returns
+                        continue
+                    wait = self._take_ready(full_only=self._in_flight > 0)
                     if isinstance(wait, list):
                         batch = wait
                     else:
                         self._cond.wait(wait)
+                self._in_flight += 1
                 start = self._release()  # the batch left its group: decode the items that will follow it
             self._start_decoding(start)
-            try:
-                self._run(batch)
-            except Exception as exc:  # a bug here must not kill the device thread
-                log.exception("batch failed")
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+            if self._dispatch is None:
+                self._run_batch(batch)
+            else:
+                self._dispatch.submit(self._run_batch, batch)
 
-    def _take_ready(self) -> list[_Pending] | float | None:
-        """A batch to run now, or how long to wait for one (None: until notified)."""
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            self._run(batch)
+        except Exception as exc:  # a bug here must not kill the device thread
+            log.exception("batch failed")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify()
+
+    def _take_ready(self, full_only: bool = False) -> list[_Pending] | float | None:
+        """A batch to run now, or how long to wait for one (None: until notified). ``full_only`` while a batch
+        runs: a partial batch keeps filling until the models are idle, so only a full one goes in beside it."""
         if not self._groups:
             return None
         now = time.monotonic()
@@ -234,6 +254,8 @@ class Batcher:
         # spend a whole prediction on a fraction of a batch.
         delay = self.config.max_delay_ms / 1000.0 * (2 if self._decoding or self._intake else 1)
         full = [k for k, g in self._groups.items() if len(g) >= self.config.max_batch]
+        if full_only and not full:
+            return None
         due = full or [k for k, g in self._groups.items() if now - g[0].ready_at >= delay or self._stopped]
         if not due:
             return max(0.0, min(g[0].ready_at for g in self._groups.values()) + delay - now)
@@ -404,6 +426,8 @@ class Batcher:
             if not fut.done():
                 fut.set_exception(Requeue())
         self._device.join(timeout)
+        if self._dispatch is not None:
+            self._dispatch.shutdown(wait=True)
         self._refresher.join(timeout)
         self._decode_pool.shutdown(wait=True)
         self._write_pool.shutdown(wait=True)

@@ -14,6 +14,11 @@ of it and copies the outputs into an output buffer; the messages carry only
 their layout (offsets, shapes, dtypes). The buffers are anonymous memory
 files (``memfd_create``) whose descriptors are passed over the socket, so
 nothing is left behind in ``/dev/shm`` when either process is killed.
+There are two pairs of buffers (slots), so that two batches can be in the
+child at once: while one computes, the next waits in its queue, already
+copied in, and starts the moment the first is done. With one, the compute
+stood idle between batches while the worker read the outputs and packed
+the next batch (7 to 12 ms of every 200 ms batch on multistyle26 at 128²).
 
 ::
 
@@ -22,10 +27,11 @@ nothing is left behind in ``/dev/shm`` when either process is killed.
     description(key) ── ("load", id, key) ────────> load on a loader thread
                      <── (id, True, description, state)
     predict_batch ─ copy arrays into the input buffer
-                   ── ("run", id, key, layouts, ...) ─> predict_batch on views (compute thread)
+                   ── ("run", id, key, layouts, slot's buffers, ...) ─> queued; predict_batch on views
+                                                      (compute thread, one batch after another)
                                                       outputs copied into the output buffer
                    <── (id, True, (output layouts, None, 0), state)
-    outputs copied out, buffer free for the next batch
+    outputs copied out, the slot's buffers free for another batch
 
 ``state`` (warm models, their bytes, the fetch metrics) rides on every
 reply, for the heartbeat and the metrics endpoint.
@@ -37,6 +43,7 @@ import logging
 import mmap
 import os
 import pickle
+import queue
 import signal
 import socket
 import subprocess
@@ -66,6 +73,7 @@ log = logging.getLogger(__name__)
 ALIGN = 64  # each array starts on a cache line (and any dtype's alignment)
 START_FAILURES = 2  # children in a row that die before they are ready: then no new one for HOLD_S
 HOLD_S = 10.0
+SLOTS = 2  # batches in the compute process at once: one computing, the next waiting to start
 Layout = dict[str, tuple[int, tuple[int, ...], str]]  # input or output name -> (offset, shape, dtype)
 
 
@@ -180,6 +188,8 @@ class ComputeProcess:
     model and the exit; the batches after it run in the new process.
     """
 
+    batches_in_flight = SLOTS
+
     def __init__(self, settings: ComputeSettings) -> None:
         self.settings = settings
         self.state = ChildState()
@@ -187,14 +197,18 @@ class ComputeProcess:
         self._start_failures = 0  # children in a row that died before they were ready
         self._hold_until = 0.0
         self._lock = threading.Lock()  # the process, its connection, the pending requests, sending
-        self._run_lock = threading.Lock()  # one batch at a time owns the buffers
+        # Free buffer pairs (a batch owns one until its reply is read), last freed first: one batch at a time
+        # keeps using the first pair, and only a second batch in flight maps the second.
+        self._slots: queue.LifoQueue[int] = queue.LifoQueue()
+        for slot in reversed(range(SLOTS)):
+            self._slots.put(slot)
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._pending: dict[int, tuple[Future[Any], str]] = {}
         self._next_id = 0
         # descriptions are small: up to 256 models' kept, loaded once however many threads ask at the same time
         self._descriptions: ModelCache[Any, ModelDescription] = ModelCache(self._load, 256, sizer=lambda _: 1)
-        self._buffers: dict[str, SharedBuffer] = {}  # "in" and "out", once a batch has needed them
+        self._buffers: dict[str, SharedBuffer] = {}  # "in0", "out0", "in1", ...: per slot, once a batch needed them
         self._unsent: set[str] = set()  # buffers the current child has not been sent yet
         self._closed = False
 
@@ -302,32 +316,34 @@ class ComputeProcess:
 
     def predict_batch(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
         """Each item's outputs (arrays of this process) or exception; if the child dies, each item's error."""
-        with self._run_lock:
-            try:
-                return self._predict(key, items)
-            except ComputeProcessError as exc:
-                return [exc] * len(items)
+        slot = self._slots.get()
+        try:
+            return self._predict(key, items, f"in{slot}", f"out{slot}")
+        except ComputeProcessError as exc:
+            return [exc] * len(items)
+        finally:
+            self._slots.put(slot)
 
-    def _predict(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
+    def _predict(self, key: ModelKey, items: Sequence[Mapping[str, Any]], inname: str, outname: str) -> list[Result]:
         need = layout_size(items)
         with self._lock:
-            if "in" not in self._buffers or self._buffers["in"].size < need:
-                self._grow("in", need)
-            if "out" not in self._buffers:
-                self._grow("out", need)
-            inbuf, outbuf = self._buffers["in"], self._buffers["out"]
+            if inname not in self._buffers or self._buffers[inname].size < need:
+                self._grow(inname, need)
+            if outname not in self._buffers:
+                self._grow(outname, need)
+            inbuf, outbuf = self._buffers[inname], self._buffers[outname]
         layouts = pack(items, inbuf.bytes)
         with self._lock:
             self._ensure_started()  # a child started since the buffers were chosen gets them all
-            sends = [name for name in ("in", "out") if name in self._unsent]
-            self._unsent.clear()
-            # the child maps the buffers sent after this message before it runs the batch
-            request = self._send(("run", key, layouts, [(n, self._buffers[n].size) for n in sends]),
+            sends = [name for name in (inname, outname) if name in self._unsent]
+            self._unsent.difference_update(sends)
+            # the child maps the buffers sent after this message before it queues the batch
+            request = self._send(("run", key, layouts, inname, outname, [(n, self._buffers[n].size) for n in sends]),
                                  _model_text(key), [self._buffers[n].fd for n in sends])
         layouts_out, pickled, needed = request.result()
         if pickled is not None:  # the outputs did not fit: they came pickled; the next batch gets room
             with self._lock:
-                self._grow("out", needed + needed // 4)
+                self._grow(outname, needed + needed // 4)
             return pickled
         used = extent([lay for lay in layouts_out if isinstance(lay, dict)])
         own = np.array(outbuf.bytes[:used])  # [used] copied out: the buffer is free for the next batch
@@ -364,10 +380,13 @@ class ComputeProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        with self._run_lock, self._lock:
+        held = [self._slots.get() for _ in range(SLOTS)]  # every batch has read its reply (or failed)
+        with self._lock:
             for buf in self._buffers.values():
                 buf.close()
             self._buffers.clear()
+        for slot in held:
+            self._slots.put(slot)
 
 
 def _model_text(key: ModelKey) -> str:

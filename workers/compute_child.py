@@ -9,12 +9,12 @@ with ``(id, ok, payload, state)``:
 * ``("load", id, key)``: load the model (fetch, verify, compile, or the
   compiled cache), on a loader thread so batches keep running; payload: its
   description.
-* ``("run", id, key, layouts, buffers)``: first map the ``buffers`` whose
-  descriptors follow the message (``(name, size)``: ``"in"`` or ``"out"``),
-  then predict the items laid out in the input buffer, on the compute
-  thread; payload: ``(output layouts or per-item exceptions, None, 0)``, or
-  when the outputs do not fit the output buffer ``(None, results, bytes
-  needed)``.
+* ``("run", id, key, layouts, in, out, buffers)``: first map the
+  ``buffers`` whose descriptors follow the message (``(name, size)``, such
+  as ``"in0"`` or ``"out1"``), then predict the items laid out in the input
+  buffer ``in``, on the compute thread, one batch after another; payload:
+  ``(output layouts in the buffer out or per-item exceptions, None, 0)``,
+  or when the outputs do not fit it ``(None, results, bytes needed)``.
 * ``("stop", 0)``: exit. So does the end of the connection (the worker died).
 
 Signals meant for the worker (Ctrl-C in a terminal reaches the whole
@@ -59,7 +59,7 @@ class ComputeServer:
                                                       on_evict=release_freed_memory)
         self.buffers: dict[str, SharedBuffer] = {}
         self._send_lock = threading.Lock()
-        self._runs: queue.Queue[tuple[int, Any, list[Layout]] | None] = queue.Queue()
+        self._runs: queue.Queue[tuple[int, Any, list[Layout], str, str] | None] = queue.Queue()
 
     def serve(self) -> None:
         compute = threading.Thread(target=self._compute_loop, name="corral-compute", daemon=True)
@@ -76,10 +76,10 @@ class ComputeServer:
             if kind == "load":
                 threading.Thread(target=self._load, args=(rid, message[2]), name="corral-load", daemon=True).start()
             elif kind == "run":
-                _, _, key, layouts, buffers = message
+                _, _, key, layouts, inname, outname, buffers = message
                 for name, size in buffers:
                     self._map(name, size, recv_handle(self.conn))
-                self._runs.put((rid, key, layouts))
+                self._runs.put((rid, key, layouts, inname, outname))
         self._runs.put(None)
         compute.join()
 
@@ -111,29 +111,32 @@ class ComputeServer:
             job = self._runs.get()
             if job is None:
                 return
-            rid, key, layouts = job
+            rid, key, layouts, inname, outname = job
             try:
-                payload = self._run(key, layouts)
+                payload = self._run(key, layouts, inname, outname)
             except Exception as exc:  # noqa: BLE001 - e.g. the model failed to load: the whole batch's error
                 self._reply(rid, False, portable(exc))
                 continue
             self._reply(rid, True, payload)
             del payload
 
-    def _run(self, key: Any, layouts: list[Layout]) -> tuple[list[Layout | Exception] | None, Any, int]:
+    def _run(self, key: Any, layouts: list[Layout], inname: str,
+             outname: str) -> tuple[list[Layout | Exception] | None, Any, int]:
         # The items are views of the input buffer (and a model may return them as outputs): they must be gone
-        # when this returns, before the next batch's message may replace the buffer.
-        items = list(unpack(self.buffers["in"].bytes, layouts))
+        # when this returns, before a later message may replace the buffer (the worker replaces a slot's
+        # buffers only once it has this batch's reply).
+        items = list(unpack(self.buffers[inname].bytes, layouts))
         with self.cache.use(key) as model:
-            return self._outputs(predict_isolated(model, items))
+            return self._outputs(predict_isolated(model, items), self.buffers[outname])
 
-    def _outputs(self, results: Sequence[Result]) -> tuple[list[Layout | Exception] | None, Any, int]:
+    def _outputs(self, results: Sequence[Result],
+                 out: SharedBuffer) -> tuple[list[Layout | Exception] | None, Any, int]:
         """Copy each item's outputs into the output buffer; if they do not fit, send them pickled instead."""
         outputs = [r for r in results if not isinstance(r, Exception)]
         needed = layout_size(outputs)
-        if needed > self.buffers["out"].size:
+        if needed > out.size:
             return None, [portable(r) if isinstance(r, Exception) else r for r in results], needed
-        packed = iter(pack(outputs, self.buffers["out"].bytes))
+        packed = iter(pack(outputs, out.bytes))
         return [portable(r) if isinstance(r, Exception) else next(packed) for r in results], None, 0
 
 

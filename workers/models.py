@@ -23,6 +23,10 @@ Result = dict[str, np.ndarray] | Exception  # one item's outputs, or why it has 
 
 
 class Models(Protocol):
+    # Batches the models take at once (predict_batch from as many threads): with 2, the next batch waits in
+    # the compute process, ready to start the moment the one before finishes.
+    batches_in_flight: int
+
     def description(self, key: ModelKey) -> ModelDescription:
         """The model's description, loading the model on first use (raises the load's error)."""
 
@@ -68,6 +72,8 @@ def predict_isolated(model: Any, items: Sequence[Mapping[str, Any]]) -> list[Res
 
 class LocalModels:
     """Compiled models in this process's cache; batches run on the calling thread."""
+
+    batches_in_flight = 1  # a second would only share the same cores and GIL
 
     def __init__(self, cache: ModelCache[Any, Any]) -> None:
         self.cache = cache

@@ -369,3 +369,59 @@ def test_decode_and_write_threads_follow_the_usable_cpus(monkeypatch: pytest.Mon
     config = BatcherConfig()
     assert (config.decode_threads, config.writer_threads) == (threads, threads)
     assert BatcherConfig(decode_threads=8).decode_threads == 8  # an explicit count stands
+
+
+class _TwoInFlight(LocalModels):
+    """Models that take two batches at once (as the compute process does), each held until ``release``."""
+
+    batches_in_flight = 2
+
+    def __init__(self, cache: ModelCache) -> None:
+        super().__init__(cache)
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.sizes: list[int] = []
+        self.release = threading.Semaphore(0)
+
+    def predict_batch(self, key, items):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.sizes.append(len(items))
+        self.release.acquire(timeout=30)
+        try:
+            return super().predict_batch(key, items)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_second_full_batch_goes_in_while_one_runs_but_a_partial_one_waits(r, model_path: str,
+                                                                           tmp_path: Path) -> None:
+    models = _TwoInFlight(ModelCache(lambda key: engine.compile(engine.load(key)), 10**9))
+    b = Batcher(r, models, lambda job: job.model_path, BatcherConfig(max_batch=4, max_delay_ms=5), worker_id="w1")
+
+    def settle(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(models.sizes) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # long past max_delay_ms: a partial batch would have gone by now
+
+    try:
+        first = b.submit(_job(r, model_path, tmp_path / "out", "a", 7), _images(tmp_path / "a", 7))
+        settle(1)
+        assert models.sizes == [4]  # the 3 left keep filling while the models are busy
+        models.release.release()
+        settle(2)
+        assert models.sizes == [4, 3]
+        models.release.release()
+        assert [f.result(30) for f in first] == [Outcome.DONE] * 7 and models.most == 1
+        second = b.submit(_job(r, model_path, tmp_path / "out", "b", 8), _images(tmp_path / "b", 8))
+        settle(4)
+        assert models.sizes == [4, 3, 4, 4] and models.most == 2  # two full batches in at once
+        models.release.release()
+        models.release.release()
+        assert [f.result(30) for f in second] == [Outcome.DONE] * 8
+        assert load_job(r, "a").done == 7 and load_job(r, "b").done == 8
+    finally:
+        b.close()

@@ -119,7 +119,7 @@ def test_outputs_too_large_for_the_buffer_still_arrive_and_make_room(compute: Co
     for i, (a, b) in enumerate(zip(first, again)):
         np.testing.assert_array_equal(a["y"], np.full(4 * 4096, i, np.float32))
         np.testing.assert_array_equal(b["y"], a["y"])
-    assert compute._buffers["out"].size >= 32 * 64 * 1024
+    assert compute._buffers["out0"].size >= 32 * 64 * 1024  # one batch at a time here: always the first slot
 
 
 def test_the_input_buffer_grows_between_batches(compute: ComputeProcess, tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_the_input_buffer_grows_between_batches(compute: ComputeProcess, tmp_pat
         items = [{"x": np.full(4096, i, np.float32)} for i in range(n)]
         results = compute.predict_batch(key(model), items)
         assert [float(r["y"][0]) for r in results] == list(range(n))
-    assert compute._buffers["in"].size >= 300 * 16384 and compute.restarts == 0
+    assert compute._buffers["in0"].size >= 300 * 16384 and compute.restarts == 0
 
 
 def test_a_bad_item_fails_alone(compute: ComputeProcess, tmp_path: Path) -> None:
@@ -254,3 +254,30 @@ def test_batches_reuse_the_compute_process_memory(compute: ComputeProcess, tmp_p
 
 def _minor_faults(pid: int | None) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def test_two_batches_in_flight_use_their_own_buffers(compute: ComputeProcess, tmp_path: Path) -> None:
+    """Two threads predicting at once (the batcher's dispatch threads): the second batch waits in the child
+    in the other slot's buffers, and each gets its own outputs."""
+    b = ModelBuilder("identity")
+    b.array_output(b.node("Identity", [b.array_input("x", (4096,))]), name="y", shape=(4096,))
+    engine.save(b.build(), tmp_path / "identity.corral")
+    model = key(tmp_path / "identity.corral")
+    compute.description(model)
+    errors: list[str] = []
+
+    def run(base: int) -> None:
+        for k in range(20):
+            n = 1 + (base + k) % 7
+            items = [{"x": np.full(4096, base * 1000 + k * 10 + i, np.float32)} for i in range(n)]
+            got = [float(r["y"][0]) for r in compute.predict_batch(model, items)]
+            if got != [base * 1000 + k * 10 + i for i in range(n)]:
+                errors.append(f"thread {base}, batch {k}: {got}")
+
+    threads = [threading.Thread(target=run, args=(base,)) for base in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {"in0", "in1", "out0", "out1"} <= set(compute._buffers) and compute.restarts == 0
