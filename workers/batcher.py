@@ -225,10 +225,15 @@ class Batcher:
                 self._in_flight += 1
                 start = self._release()  # the batch left its group: decode the items that will follow it
             self._start_decoding(start)
-            if self._dispatch is None:
+            dispatched = False
+            if self._dispatch is not None:
+                try:
+                    self._dispatch.submit(self._run_batch, batch)
+                    dispatched = True
+                except RuntimeError:  # close() gave up waiting for this thread and shut the pool down
+                    pass
+            if not dispatched:
                 self._run_batch(batch)
-            else:
-                self._dispatch.submit(self._run_batch, batch)
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         try:
