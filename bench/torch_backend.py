@@ -9,8 +9,8 @@ for-loop of ``predict``; the ratio is corral's images/s over onnxruntime's
 CUDA (when torch sees a device): images/s at 512² and 1024² for batch 1,
 8 and 32 in fp32 and fp16, ``predict_batch`` vs a for-loop, and fp16's
 largest difference from fp32. The process keeps freed memory for reuse
-(``engine.retain_freed_memory``), as corral's own processes do. Prints tables and writes JSON (default
-``bench/results/torch_backend.json``)::
+(``engine.retain_freed_memory``), as corral's own processes do. Prints
+tables and writes JSON (default ``bench/results/torch_backend.json``)::
 
     python bench/torch_backend.py                  # CPU at 512², plus CUDA if present
     python bench/torch_backend.py --sizes 256,512 --repeats 5

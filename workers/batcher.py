@@ -107,7 +107,7 @@ class Batcher:
         self._draining = False
         self._stopped = False
         self._in_flight = 0  # batches handed to the models and not yet returned
-        self._depth = max(1, getattr(models, "batches_in_flight", 1))
+        self._depth = max(1, models.batches_in_flight)
         # With room for two batches in the models, a second thread hands over the next full batch while one runs.
         self._dispatch = (ThreadPoolExecutor(self._depth, thread_name_prefix="corral-dispatch")
                           if self._depth > 1 else None)

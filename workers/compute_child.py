@@ -34,14 +34,12 @@ from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from engine.custom import load_plugins
-from engine.memory import release_freed_memory, retain_freed_memory
+from engine.memory import retain_freed_memory
 from engine.ops.threads import set_num_threads
 from store.fetch import ModelFetcher
 from store.metrics import FETCH
-from workers import metrics
 from workers.compute import ChildState, ComputeSettings, Layout, SharedBuffer, layout_size, pack, portable, unpack
-from workers.model_cache import ModelCache
-from workers.models import Result, load_model, predict_isolated
+from workers.models import Result, compiled_models, predict_isolated
 
 log = logging.getLogger("workers.compute")
 
@@ -54,9 +52,7 @@ class ComputeServer:
         if settings.num_threads is not None:
             set_num_threads(settings.num_threads)
         fetcher = ModelFetcher.from_settings(settings.store)
-        self.cache: ModelCache[Any, Any] = ModelCache(lambda key: load_model(fetcher, key), settings.memory_budget,
-                                                      on_hit=metrics.observe_memory_hit,
-                                                      on_evict=release_freed_memory)
+        self.cache = compiled_models(fetcher, settings.memory_budget)
         self.buffers: dict[str, SharedBuffer] = {}
         self._send_lock = threading.Lock()
         self._runs: queue.Queue[tuple[int, Any, list[Layout], str, str] | None] = queue.Queue()

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.description import ModelDescription
+from engine.memory import release_freed_memory
+from workers import metrics
 from workers.model_cache import ModelCache
 
 ModelKey = Hashable
@@ -54,6 +56,14 @@ def load_model(fetcher: Any, key: tuple[str, str, str, str]) -> Any:
     if is_store_ref(ref):
         return fetcher.loader(key)
     return fetcher.load_path(ref, device=device, backend=backend, precision=precision)
+
+
+def compiled_models(fetcher: Any, budget_bytes: int) -> ModelCache[Any, Any]:
+    """The cache of compiled models of the process that runs them (the compute process, or the worker with
+    ``--compute thread``): loads through ``fetcher``, memory hits counted, freed memory given back after
+    evictions."""
+    return ModelCache(lambda key: load_model(fetcher, key), budget_bytes, on_hit=metrics.observe_memory_hit,
+                      on_evict=release_freed_memory)
 
 
 def predict_isolated(model: Any, items: Sequence[Mapping[str, Any]]) -> list[Result]:

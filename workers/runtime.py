@@ -13,7 +13,7 @@ from importlib import metadata
 import redis
 from celery import Celery
 
-from engine.memory import release_freed_memory, retain_freed_memory
+from engine.memory import retain_freed_memory
 from scheduler.jobs import JobRecord, Outcome, load_job
 from scheduler.registry import WorkerInfo
 from store.fetch import ModelFetcher
@@ -22,8 +22,7 @@ from workers.batcher import Batcher
 from workers.compute import ComputeProcess, ComputeSettings
 from workers.exceptions import NoRuntimeError
 from workers.heartbeat import Heartbeat
-from workers.model_cache import ModelCache
-from workers.models import LocalModels, Models, load_model
+from workers.models import LocalModels, Models, compiled_models
 from workers.settings import WorkerSettings
 from workers.sweeper import BrokerLayout, ChunkSweeper, celery_republisher
 
@@ -92,8 +91,7 @@ class WorkerRuntime:
         else:
             self.compute = None
             fetcher = fetcher if fetcher is not None else ModelFetcher.from_settings(settings.store)
-            self.models = LocalModels(ModelCache(lambda key: load_model(fetcher, key), settings.memory_budget,
-                                                 on_hit=metrics.observe_memory_hit, on_evict=release_freed_memory))
+            self.models = LocalModels(compiled_models(fetcher, settings.memory_budget))
         self.batcher = _MeteredBatcher(self.r, self.models, self.model_key, settings.batcher, worker_id=self.id)
         self.heartbeat = Heartbeat(self.r, self.info)
         self.metrics_url = ""
