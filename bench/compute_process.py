@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -35,19 +34,12 @@ import tempfile
 from typing import Any
 
 import engine
+from bench._shared import queue_bench
 from scheduler.client import Client
 from scheduler.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("process", "thread")
-
-
-def _queue_bench() -> Any:
-    """bench/queue.py as a module (its file name would shadow the standard library's ``queue`` on import)."""
-    spec = importlib.util.spec_from_file_location("corral_bench_queue", ROOT / "bench" / "queue.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def _pairs(rows: list[dict[str, float]], key: str) -> dict[str, float]:
@@ -58,7 +50,7 @@ def _pairs(rows: list[dict[str, float]], key: str) -> dict[str, float]:
 
 
 def bench(tmp: Path, url: str, rounds: int) -> dict[str, Any]:
-    bq = _queue_bench()
+    bq = queue_bench()
     build, inputs = bq.MODELS["multistyle26"]
     model = tmp / "multistyle26.corral"
     build(model)

@@ -23,7 +23,6 @@ sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != _HERE]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -34,17 +33,11 @@ import tempfile
 import time
 from typing import Any
 
+from bench._shared import queue_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("default", "retained")
 CASES = ((128, 16), (256, 8))
-
-
-def _queue_bench() -> Any:
-    """bench/queue.py as a module (its file name would shadow the standard library's ``queue`` on import)."""
-    spec = importlib.util.spec_from_file_location("corral_bench_queue", ROOT / "bench" / "queue.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def serve(mode: str, model: Path, images: Path, batch: int) -> None:
@@ -53,7 +46,7 @@ def serve(mode: str, model: Path, images: Path, batch: int) -> None:
 
     if mode == "retained" and not engine.retain_freed_memory():
         raise SystemExit("retain_freed_memory() is not available here (the allocator is not glibc's)")
-    bq = _queue_bench()
+    bq = queue_bench()
     inputs = bq.MODELS["multistyle26"][1]
     peer = bq.EnginePeer(engine.compile(engine.load(model)), inputs, sorted(images.glob("*.jpg")), batch,
                          decoded=True)
@@ -69,7 +62,7 @@ def serve(mode: str, model: Path, images: Path, batch: int) -> None:
 
 
 def bench_case(tmp: Path, size: int, batch: int, images: int, rounds: int) -> dict[str, Any]:
-    bq = _queue_bench()
+    bq = queue_bench()
     model = tmp / "multistyle26.corral"
     if not model.exists():
         bq.MODELS["multistyle26"][0](model)
