@@ -53,9 +53,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # Halves its input, and kills its own process when any item of the batch is all above 0.99 (an all-white image,
-# an array of ones): a stand-in for a native extension that crashes on some input.
+# an array of ones): a stand-in for a native extension that crashes on some input. With CORRAL_TEST_CRASH_GATE
+# set, it waits for that file to exist before it crashes.
 CRASH_LAYER_PLUGIN = """
-    import os, signal
+    import os, signal, time
     import numpy as np
     from engine.custom import register_layer
 
@@ -67,6 +68,9 @@ CRASH_LAYER_PLUGIN = """
         def evaluate(self, inputs):
             x = inputs[0]  # [N, ...]: crash if any item is all above 0.99
             if (x.reshape(len(x), -1).min(axis=1) > 0.99).any():
+                gate = os.environ.get("CORRAL_TEST_CRASH_GATE")
+                while gate and not os.path.exists(gate):
+                    time.sleep(0.01)
                 os.kill(os.getpid(), signal.SIGKILL)
             return [inputs[0] * np.float32(0.5)]
 

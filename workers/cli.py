@@ -78,7 +78,7 @@ def check_precision(precision: str, backend: str, device: str) -> None:
                    "at most 4]")
 @click.option("--compute", type=click.Choice(["process", "thread"]), default=None,
               help="where models are compiled and batches run: a child process of the worker's own (its own GIL; "
-                   "a crashing custom layer fails only its batch) or a thread of the worker [default: process "
+                   "a custom layer that crashes it fails only its item) or a thread of the worker [default: process "
                    "where the platform has memfd_create (Linux), else thread]")
 @click.option("--redis-url", envvar=ENV_REDIS_URL, default=None,
               help=f"Redis of the fleet [env {ENV_REDIS_URL}; default redis://127.0.0.1:6379/0]")

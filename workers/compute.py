@@ -6,7 +6,8 @@ beside the device thread, and in one process they share one GIL with it;
 every numpy call the engine makes gives the GIL up and must win it back.
 In its own process the compute never waits for the worker's Python, and the
 worker's threads never wait for the compute's. A custom layer that crashes
-also takes down only this process: its batch fails, the worker restarts it.
+also takes down only this process: the worker starts another and runs that
+batch's items again one at a time, so that only the item that crashes it fails.
 
 Batches cross in shared memory, not through a pipe: the worker copies each
 item's arrays into an input buffer, the child predicts straight from views
@@ -61,7 +62,7 @@ import numpy as np
 
 from engine.description import ModelDescription
 from store.settings import StoreSettings
-from workers.exceptions import ComputeProcessError
+from workers.exceptions import ComputeProcessDiedError, ComputeProcessError
 from workers.model_cache import ModelCache
 from workers.models import ModelKey, Result
 
@@ -74,6 +75,7 @@ ALIGN = 64  # each array starts on a cache line (and any dtype's alignment)
 START_FAILURES = 2  # children in a row that die before they are ready: then no new one for HOLD_S
 HOLD_S = 10.0
 SLOTS = 2  # batches in the compute process at once: one computing, the next waiting to start
+RESENDS = 3  # times a batch that waited in a child which died (running another batch) is sent to the next one
 Layout = dict[str, tuple[int, tuple[int, ...], str]]  # input or output name -> (offset, shape, dtype)
 
 
@@ -183,9 +185,11 @@ class ComputeProcess:
     """The worker's side of its compute process: a :class:`workers.models.Models` whose models live there.
 
     The child is started by :meth:`start` (or the first request) and
-    restarted by the first request after it died. A batch running when it
-    died gets a :class:`ComputeProcessError` for each item, which names the
-    model and the exit; the batches after it run in the new process.
+    restarted by the first request after it died. The items of the batch
+    it was running run again one at a time in the new process: an item that
+    kills it again gets a :class:`ComputeProcessError` naming the model and
+    the exit, the others their outputs. A batch that waited behind it runs
+    again as it was.
     """
 
     batches_in_flight = SLOTS
@@ -204,7 +208,7 @@ class ComputeProcess:
             self._slots.put(slot)
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
-        self._pending: dict[int, tuple[Future[Any], str]] = {}
+        self._pending: dict[int, tuple[Future[Any], str, bool]] = {}  # id -> (reply, what it is, a batch)
         self._next_id = 0
         # descriptions are small: up to 256 models' kept, loaded once however many threads ask at the same time
         self._descriptions: ModelCache[Any, ModelDescription] = ModelCache(self._load, 256, sizer=lambda _: 1)
@@ -260,7 +264,7 @@ class ComputeProcess:
                     self._start_failures = 0
                 continue
             with self._lock:
-                fut, _ = self._pending.pop(rid, (None, ""))
+                fut, _, _ = self._pending.pop(rid, (None, "", False))
                 self.state = state
             if fut is not None:
                 if ok:
@@ -281,12 +285,23 @@ class ComputeProcess:
         if closing:
             return
         self.restarts += 1
-        log.warning("compute process (pid %d) exited (%s); %d request(s) failed; the next starts a new one",
-                    proc.pid, _exit_text(code), len(pending))
-        for fut, what in pending.values():
-            fut.set_exception(ComputeProcessError(
-                f"{what}: the compute process (pid {proc.pid}) exited ({_exit_text(code)}) before it answered; "
-                "see the worker's log. A custom layer that crashes, or memory running out, can cause this"))
+        # The child runs batches one after another in the order they were sent (ids rise): the oldest batch
+        # pending is the one it was running; the others only waited, and run again in the next child. A child
+        # that never became ready ran nothing: what was sent to it just fails.
+        batches = sorted(rid for rid, (_, _, batch) in pending.items() if batch) if ready else []
+        if not ready:
+            doing = f"before it was ready; {len(pending)} request(s) failed"
+        elif batches:
+            doing = f"running a batch of {pending[batches[0]][1]}; {len(batches) - 1} waiting batch(es) go to the next"
+        else:
+            doing = "with no batch running"
+        log.warning("compute process (pid %d) exited (%s) %s", proc.pid, _exit_text(code), doing)
+        for rid, (fut, what, _) in pending.items():
+            waited = rid in batches[1:]
+            text = (f"{what}: the compute process (pid {proc.pid}) exited ({_exit_text(code)}) before it "
+                    f"{'started this batch' if waited else 'answered'}; see the worker's log. A custom layer that "
+                    "crashes, or memory running out, can cause this")
+            fut.set_exception(ComputeProcessDiedError(text, ran=not waited) if ready else ComputeProcessError(text))
 
     def _send(self, message: tuple[Any, ...], what: str, fds: Sequence[int] = ()) -> Future[Any]:
         """Under the lock: send ``message`` with an id after its kind, then the descriptors ``fds``; the
@@ -294,7 +309,7 @@ class ComputeProcess:
         conn = self._ensure_started()
         fut: Future[Any] = Future()
         rid = self._next_id = self._next_id + 1
-        self._pending[rid] = (fut, what)
+        self._pending[rid] = (fut, what, message[0] == "run")
         try:
             conn.send((message[0], rid, *message[1:]))
             for fd in fds:
@@ -315,14 +330,44 @@ class ComputeProcess:
         return request.result()
 
     def predict_batch(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
-        """Each item's outputs (arrays of this process) or exception; if the child dies, each item's error."""
-        slot = self._slots.get()
+        """Each item's outputs (arrays of this process) or exception.
+
+        If the child dies running this batch, its items run again one at a
+        time in the next child, so only the item that kills it (every time)
+        fails; if it dies running another batch while this one waited, this
+        one runs again in the next child.
+        """
         try:
-            return self._predict(key, items, f"in{slot}", f"out{slot}")
+            return self._predict_resent(key, items)
+        except ComputeProcessDiedError as exc:
+            if len(items) == 1:
+                return [exc]
+            log.warning("running the %d items of that batch one at a time, to fail only one that kills the compute"
+                        " process again", len(items))
+            return [self._predict_one(key, item) for item in items]
         except ComputeProcessError as exc:
             return [exc] * len(items)
-        finally:
-            self._slots.put(slot)
+
+    def _predict_one(self, key: ModelKey, item: Mapping[str, Any]) -> Result:
+        try:
+            return self._predict_resent(key, [item])[0]
+        except ComputeProcessError as exc:
+            return exc
+
+    def _predict_resent(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
+        """:meth:`_predict` in a free slot, sent again (up to :data:`RESENDS` times) if the child died while it
+        waited behind another batch."""
+        resends = 0
+        while True:
+            slot = self._slots.get()
+            try:
+                return self._predict(key, items, f"in{slot}", f"out{slot}")
+            except ComputeProcessDiedError as exc:
+                if exc.ran or resends == RESENDS:
+                    raise
+                resends += 1
+            finally:
+                self._slots.put(slot)
 
     def _predict(self, key: ModelKey, items: Sequence[Mapping[str, Any]], inname: str, outname: str) -> list[Result]:
         need = layout_size(items)

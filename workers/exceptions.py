@@ -23,4 +23,13 @@ class ComputeProcessError(WorkerError):
     """The worker's compute process died, or an error from it could not be carried back as it was."""
 
 
-__all__ = ["ComputeProcessError", "MetricsPortError", "NoRuntimeError", "UnsafeOutputNameError", "WorkerError"]
+class ComputeProcessDiedError(ComputeProcessError):
+    """The compute process died after it was ready, before it answered a request; ``ran``: whether the request
+    was the batch it was running (False for a batch that only waited behind that one)."""
+
+    def __init__(self, message: str, ran: bool = True) -> None:
+        super().__init__(message)
+        self.ran = ran
+
+
+__all__ = ["ComputeProcessDiedError", "ComputeProcessError", "MetricsPortError", "NoRuntimeError", "UnsafeOutputNameError", "WorkerError"]

@@ -1,4 +1,4 @@
-"""A real worker's compute process: a custom layer that crashes it fails its own item, and the worker goes on."""
+"""A real worker's compute process: a custom layer that crashes it fails only its own item, and the worker goes on."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def crash_model(path: Path) -> Path:
 def test_a_crashing_custom_layer_fails_only_its_item(redis_url: str, r: redis.Redis, worker, tmp_path: Path,
                                                      crash_plugin: str) -> None:
     model = crash_model(tmp_path / "crash.corral")
-    proc = worker("--plugin", crash_plugin, "--max-batch", "1")
+    proc = worker("--plugin", crash_plugin)  # the white image shares a batch with the others
     make_images(tmp_path / "in", 5)
     Image.fromarray(np.full((24, 32, 3), 255, np.uint8)).save(tmp_path / "in" / "white.png")
 
@@ -52,4 +52,6 @@ def test_a_crashing_custom_layer_fails_only_its_item(redis_url: str, r: redis.Re
     halved = np.asarray(Image.open(tmp_path / "out2" / "more000.png"), np.float32)
     original = np.asarray(Image.open(tmp_path / "more" / "more000.png"), np.float32)
     np.testing.assert_allclose(halved, original * 0.5, atol=1.0)
-    assert "compute process" in proc.log_path.read_text() and "SIGKILL" in proc.log_path.read_text()
+    worker_log = proc.log_path.read_text()
+    assert "compute process" in worker_log and "SIGKILL" in worker_log
+    assert "items of that batch one at a time" in worker_log  # the crash was isolated to its item

@@ -165,19 +165,54 @@ def test_concurrent_first_requests_load_once(compute: ComputeProcess, tmp_path: 
     assert compiles == 1
 
 
-def test_a_crash_fails_its_batch_and_the_next_runs_in_a_new_process(store: StoreSettings, tmp_path: Path,
-                                                                    crash_plugin: str) -> None:
+def test_a_crash_fails_only_the_item_that_causes_it_and_the_next_batch_runs_in_a_new_process(
+        store: StoreSettings, tmp_path: Path, crash_plugin: str) -> None:
     model = crash_model(tmp_path / "crash.corral")
     compute = ComputeProcess(ComputeSettings(2**30, store, plugins=(crash_plugin,)))
     try:
         first = compute.pid if compute.description(key(model)) else None
-        ok = [{"x": np.full(4, 0.5, np.float32)}]
-        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 0.25, np.float32))
-        crashed = compute.predict_batch(key(model), [{"x": np.ones(4, np.float32)}, ok[0]])
-        assert all(isinstance(r, ComputeProcessError) for r in crashed)
-        assert "crash.corral" in str(crashed[0]) and "SIGKILL" in str(crashed[0])
-        np.testing.assert_array_equal(compute.predict_batch(key(model), ok)[0]["y"], np.full(4, 0.25, np.float32))
-        assert compute.pid != first and compute.restarts == 1
+        ok = {"x": np.full(4, 0.5, np.float32)}
+        np.testing.assert_array_equal(compute.predict_batch(key(model), [ok])[0]["y"], np.full(4, 0.25, np.float32))
+        # the batch crashes its child; its items run again alone, and only the crashing one crashes again
+        crashed, fine = compute.predict_batch(key(model), [{"x": np.ones(4, np.float32)}, ok])
+        assert isinstance(crashed, ComputeProcessError)
+        assert "crash.corral" in str(crashed) and "SIGKILL" in str(crashed)
+        np.testing.assert_array_equal(fine["y"], np.full(4, 0.25, np.float32))
+        assert compute.restarts == 2
+        np.testing.assert_array_equal(compute.predict_batch(key(model), [ok])[0]["y"], np.full(4, 0.25, np.float32))
+        assert compute.pid != first and compute.restarts == 2
+    finally:
+        compute.close()
+
+
+def test_a_batch_waiting_behind_one_that_crashes_runs_in_the_next_process(
+        store: StoreSettings, tmp_path: Path, crash_plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two batches in flight: the child dies running the first while the second waits in its queue. The second
+    was never run, so it is not failed: it runs in the next child."""
+    gate = tmp_path / "crash-now"
+    monkeypatch.setenv("CORRAL_TEST_CRASH_GATE", str(gate))
+    model = key(crash_model(tmp_path / "crash.corral"))
+    compute = ComputeProcess(ComputeSettings(2**30, store, plugins=(crash_plugin,)))
+    try:
+        compute.description(model)
+        results: dict[str, list] = {}
+        crash = threading.Thread(target=lambda: results.update(crash=compute.predict_batch(
+            model, [{"x": np.ones(4, np.float32)}])))
+        crash.start()
+        while len(compute._pending) < 1:
+            time.sleep(0.01)
+        waiting = threading.Thread(target=lambda: results.update(waiting=compute.predict_batch(
+            model, [{"x": np.full(4, 0.5, np.float32)}, {"x": np.full(4, 0.25, np.float32)}])))
+        waiting.start()
+        while len(compute._pending) < 2:  # both batches sent: the first crashes only now
+            time.sleep(0.01)
+        gate.touch()
+        crash.join(60)
+        waiting.join(60)
+        [crashed] = results["crash"]
+        assert isinstance(crashed, ComputeProcessError) and "SIGKILL" in str(crashed)
+        assert [r["y"][0] for r in results["waiting"]] == [0.25, 0.125]
+        assert compute.restarts == 1
     finally:
         compute.close()
 
