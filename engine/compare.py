@@ -1,20 +1,27 @@
-"""How far a quantized variant strays from the float model, and a picture of it.
+"""How far a quantized variant strays from the float model, how fast it runs, and a picture of it.
 
 :func:`compare_models` runs the base model and every variant over the same
 images and reports, per output: the largest absolute difference, the
 signal-to-noise ratio, PSNR for image outputs (on the 0..255 pixel scale the
 output maps to) and top-1 agreement when the model labels classes; plus each
-package's size. :func:`write_contact_sheet` draws one row per image and one
-column per model, each cell labelled with the model, its size and its PSNR.
+package's size and its speed on the backend it runs on (``predict_batch``
+over the images, the models timed in turn, median of a few rounds), so that a
+variant that computes more slowly than the float model (8 bits that do not
+pay on this machine) says so. :func:`write_contact_sheet` draws one row per
+image and one column per model, each cell labelled with the model, its size
+and its PSNR.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -65,6 +72,14 @@ class VariantResult:
     bytes_by_storage: dict[str, int]
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     image_psnr_db: list[float | None] = field(default_factory=list)  # per image, first image output
+    backend: str = ""
+    seconds_per_image: float | None = None  # median over the timing rounds; None when not timed
+    speedup: float | None = None  # the base's seconds per image over this one's (above 1: faster)
+
+    @property
+    def pays(self) -> bool | None:
+        """Whether this variant computes faster than the base (None: not timed)."""
+        return None if self.speedup is None else self.speedup > 1.0
 
 
 @dataclass
@@ -77,7 +92,7 @@ class Comparison:
 
     def to_json(self) -> dict:
         def result(r: VariantResult) -> dict:
-            return {**asdict(r), "outputs": {k: asdict(v) for k, v in r.outputs.items()}}
+            return {**asdict(r), "outputs": {k: asdict(v) for k, v in r.outputs.items()}, "pays": r.pays}
 
         return {"base": result(self.base), "images": self.images, "variants": [result(v) for v in self.variants]}
 
@@ -123,22 +138,43 @@ def _db(signal: float, noise: float) -> float | None:
     return 10 * math.log10(signal / noise)
 
 
-def _run(model: Model, items: list[dict[str, object]], backend: str, device: str = "cpu",
-         precision: str = "fp32") -> list[dict[str, np.ndarray]]:
+def _compiled(model: Model, backend: str, device: str = "cpu", precision: str = "fp32") -> object:
     from engine.compiler import compile as compile_model
 
-    return compile_model(model, backend, device, precision=precision).predict_batch(items)
+    return compile_model(model, backend, device, precision=precision)
+
+
+def _rerun(compiled: Any, items: list[dict[str, object]]) -> Callable[[], object]:
+    return lambda: compiled.predict_batch(items)
+
+
+def _timed(runs: Sequence[Callable[[], object]], rounds: int, images: int) -> list[float | None]:
+    """Median seconds per image of each run, timed in turn round by round after one warm-up each."""
+    if rounds <= 0 or not images:
+        return [None] * len(runs)
+    times: list[list[float]] = [[] for _ in runs]
+    for run in runs:
+        run()
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            run()
+            times[i].append((time.perf_counter() - start) / images)
+    return [statistics.median(t) for t in times]
 
 
 def compare_models(base: Variant, variants: Sequence[Variant], images: Sequence[str | os.PathLike[str]],
                    inputs: Mapping[str, np.ndarray] | None = None, size: tuple[int, int] | None = None,
-                   backend: str = "numpy", variant_run: Mapping[str, str] | None = None) -> Comparison:
+                   backend: str = "auto", variant_run: Mapping[str, str] | None = None,
+                   timing_rounds: int = 5) -> Comparison:
     """Run ``base`` and each variant over ``images`` and measure how each variant differs from ``base``.
 
     ``size`` = (height, width) resizes every image first; ``inputs`` supplies
     the non-image inputs (e.g. a style vector) for every item. ``variant_run``
     (``backend`` / ``device`` / ``precision``) runs the variants elsewhere than
-    ``base``, e.g. fp16 on CUDA against float on the CPU.
+    ``base``, e.g. fp16 on CUDA against float on the CPU. ``timing_rounds``
+    times every model's ``predict_batch`` over the images that many rounds
+    (0: not timed).
     """
     inputs = dict(inputs or {})
     pictures = []
@@ -148,7 +184,10 @@ def compare_models(base: Variant, variants: Sequence[Variant], images: Sequence[
     desc = base.model.description
     image_outputs = {f.name: f for f in desc.outputs if f.kind == "image"}
     labels_output = desc.class_labels_output if desc.class_labels else ""
-    base_outs = _run(base.model, _items(base.model, base.name, pictures, inputs), backend)
+    base_items = _items(base.model, base.name, pictures, inputs)
+    base_compiled: Any = _compiled(base.model, backend)
+    base_outs = base_compiled.predict_batch(base_items)
+    timings: list[Callable[[], object]] = [lambda: base_compiled.predict_batch(base_items)]
 
     def sheet_row(outs: list[dict[str, np.ndarray]]) -> list[Image.Image]:
         if not image_outputs:
@@ -157,12 +196,15 @@ def compare_models(base: Variant, variants: Sequence[Variant], images: Sequence[
         return [tensor_to_image(o[name], feature) for o in outs]
 
     comparison = Comparison(
-        base=VariantResult(base.name, base.size_bytes, base.model.bytes_by_storage()),
+        base=VariantResult(base.name, base.size_bytes, base.model.bytes_by_storage(), backend=base_compiled.backend),
         images=[Path(p).name for p in images], variants=[], pictures=[sheet_row(base_outs)])
     for variant in variants:
-        outs = _run(variant.model, _items(variant.model, variant.name, pictures, inputs),
-                    **{"backend": backend, **dict(variant_run or {})})
-        result = VariantResult(variant.name, variant.size_bytes, variant.model.bytes_by_storage())
+        items = _items(variant.model, variant.name, pictures, inputs)
+        compiled: Any = _compiled(variant.model, **{"backend": backend, **dict(variant_run or {})})
+        outs = compiled.predict_batch(items)
+        timings.append(_rerun(compiled, items))
+        result = VariantResult(variant.name, variant.size_bytes, variant.model.bytes_by_storage(),
+                               backend=compiled.backend)
         for f in desc.outputs:
             ref = [np.asarray(o[f.name], np.float64) for o in base_outs]
             got = [np.asarray(o.get(f.name), np.float64) for o in outs]
@@ -184,6 +226,12 @@ def compare_models(base: Variant, variants: Sequence[Variant], images: Sequence[
             result.outputs[f.name] = stats
         comparison.variants.append(result)
         comparison.pictures.append(sheet_row(outs))
+    seconds = _timed(timings, timing_rounds, len(pictures))
+    comparison.base.seconds_per_image = seconds[0]
+    for result, spent in zip(comparison.variants, seconds[1:]):
+        result.seconds_per_image = spent
+        if spent and seconds[0]:
+            result.speedup = seconds[0] / spent
     return comparison
 
 

@@ -36,7 +36,7 @@ from engine.ops import INTERNAL_OPS, is_supported
 
 # Bump when the entry layout or the meaning of compiled graphs changes
 # (a new pass, a changed internal op), so old entries are rebuilt.
-COMPILED_FORMAT_VERSION = 1
+COMPILED_FORMAT_VERSION = 2
 HEADER = "__header__"
 
 
@@ -76,6 +76,8 @@ class CompiledEntry:
     constants: dict[str, np.ndarray]
     plans: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    # what the backend made beside the kernels and wants back (onnxruntime: its optimized models)
+    artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ encoding
@@ -88,7 +90,7 @@ class _Arrays:
 
     def put(self, prefix: str, value: np.ndarray) -> dict[str, str]:
         key = f"{prefix}/{len(self.stored)}"
-        self.stored[key] = np.ascontiguousarray(value)
+        self.stored[key] = np.asarray(value, order="C")
         return {"array": key}
 
     def get(self, ref: Any) -> np.ndarray:
@@ -174,7 +176,10 @@ def write_entry(path: str | os.PathLike[str], entry: CompiledEntry) -> Path:
     arrays = _Arrays()
     names = list(entry.constants)
     for i, name in enumerate(names):
-        arrays.stored[f"const/{i}"] = np.ascontiguousarray(entry.constants[name])
+        arrays.stored[f"const/{i}"] = np.asarray(entry.constants[name], order="C")
+    artifacts = list(entry.artifacts)
+    for i, name in enumerate(artifacts):
+        arrays.stored[f"artifact/{i}"] = np.frombuffer(entry.artifacts[name], dtype=np.uint8)
     header = {
         "compiled_format_version": COMPILED_FORMAT_VERSION, "engine_version": engine_version(),
         "digest": entry.digest, "backend": entry.backend, "device": entry.device, "options": entry.options,
@@ -183,7 +188,7 @@ def write_entry(path: str | os.PathLike[str], entry: CompiledEntry) -> Path:
         "nodes": [{"op_type": n.op_type, "name": n.name, "domain": n.domain, "inputs": list(n.inputs),
                    "outputs": list(n.outputs), "attrs": {k: _encode_attr(v, arrays) for k, v in n.attrs.items()}}
                   for n in entry.nodes],
-        "plans": entry.plans, "stats": entry.stats,
+        "plans": entry.plans, "stats": entry.stats, "artifacts": artifacts,
     }
     arrays.stored[HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +231,8 @@ def read_entry(path: str | os.PathLike[str], digest: str, backend: str, device: 
                       attrs={str(k): _decode_attr(v, arrays) for k, v in n["attrs"].items()})
                  for n in header["nodes"]]
         plans = [p for p in header.get("plans", []) if isinstance(p, dict)]
+        artifacts = {str(name): arrays.get({"array": f"artifact/{i}"}).tobytes()
+                     for i, name in enumerate(header.get("artifacts", []))}
         stats = header.get("stats", {}) if isinstance(header.get("stats"), dict) else {}
         where = f"compiled model {path}"
         unknown = sorted({n.op_type for n in nodes if not n.domain and not (is_supported(n.op_type)
@@ -245,4 +252,4 @@ def read_entry(path: str | os.PathLike[str], digest: str, backend: str, device: 
         raise CompiledCacheError(f"compiled model {path}: corrupt entry ({type(exc).__name__}: {exc})") from None
     return CompiledEntry(digest=digest, backend=backend, device=device, options=options,
                          description=description, nodes=nodes,
-                         constants=constants, plans=plans, stats=stats)
+                         constants=constants, plans=plans, stats=stats, artifacts=artifacts)

@@ -258,7 +258,7 @@ class CustomLayerKernel:
 
 def build_layer_kernel(node: Node, constants: Mapping[str, np.ndarray], backend: Any,
                        plugins: str | Sequence[str] | None = None) -> Any:
-    """The kernel for a ``custom``-domain node on ``backend`` (a backend module or bound context).
+    """The kernel for a ``custom``-domain node on ``backend`` (a bound :class:`engine.backends.base.Backend`).
 
     The node's attributes are the layer's parameters and its inputs that
     are weights (``constants``) its weights, keyed by name.
@@ -274,16 +274,14 @@ def build_layer_kernel(node: Node, constants: Mapping[str, np.ndarray], backend:
         raise OpError(f"custom:{node.op_type}", node.label,
                       f"could not build {cls.__module__}.{cls.__qualname__} ({type(exc).__name__}: {exc})") from exc
     kernel = CustomLayerKernel(node, layer, positions)
-    wrap = getattr(backend, "wrap_custom", None)
-    if wrap is None:
-        return kernel
-    return wrap(node, kernel, kernel if callable(getattr(layer, "evaluate_torch", None)) else None)
+    return backend.wrap_custom(node, kernel, kernel if callable(getattr(layer, "evaluate_torch", None)) else None)
 
 
 # ------------------------------------------------------------------ custom models
 @cache
 def _compiled_model_class() -> type:
-    from engine.runtime import CompiledModel, Executor
+    from engine.compiled_model import CompiledModel
+    from engine.runtime import Executor
 
     class CustomCompiledModel(CompiledModel):
         """A compiled custom model: ``predict`` / ``predict_batch`` go to the registered class.

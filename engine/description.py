@@ -109,6 +109,8 @@ class Feature:
     default: np.ndarray | None = None
     batched: bool = True
     description: str = ""
+    # where a batched feature's batch dimension sits in the graph tensor (outputs may have it further in)
+    batch_axis: int = 0
 
     @property
     def channels(self) -> int:
@@ -137,6 +139,9 @@ class Feature:
                     raise ModelFormatError(f"{where}: {len(values)} {label} values for a {self.color_layout} "
                                            f"image; give 1 or {self.channels}")
         self.shape.check(where)
+        if not 0 <= self.batch_axis <= len(self.shape.default) or (self.batch_axis and not self.batched):
+            raise ModelFormatError(f"{where}: batch axis {self.batch_axis} is outside its "
+                                   f"{len(self.shape.default) + 1}-dimensional batched tensor")
         if self.default is not None and not self.shape.allows(self.default.shape):
             raise ModelFormatError(f"{where}: default value of shape {list(self.default.shape)} is not an "
                                    f"allowed item shape ({self.shape.describe()})")

@@ -116,6 +116,7 @@ def _feature_to_proto(f: Feature, msg: pb.Feature) -> None:
     msg.name = f.name
     msg.description = f.description
     msg.batched = f.batched
+    msg.batch_axis = f.batch_axis
     if f.kind == "image":
         msg.image.color_layout = _LAYOUT_CODES[f.color_layout]
         msg.image.scale.extend(f.scale)
@@ -130,7 +131,7 @@ def _feature_to_proto(f: Feature, msg: pb.Feature) -> None:
 def _feature_from_proto(msg: pb.Feature, where: str) -> Feature:
     kind = msg.WhichOneof("type")
     where = f"{where} feature {msg.name!r}"
-    f = Feature(name=msg.name, description=msg.description, batched=msg.batched,
+    f = Feature(name=msg.name, description=msg.description, batched=msg.batched, batch_axis=msg.batch_axis,
                 shape=_shape_from_proto(msg.shape, where))
     if kind == "image":
         f.kind = "image"

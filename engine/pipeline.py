@@ -12,6 +12,9 @@ yields one output dict per batch, in order. Three things overlap:
   events order the three, so Python never waits on the device between
   batches — it waits only for the download of a batch it is about to yield,
   by which time the next batch's compute is already queued;
+* on CUDA with onnxruntime, two batches run side by side on the session
+  (its CUDA provider copies off the compute stream), so batch k+1's upload
+  overlaps batch k's compute and batch k-1's download;
 * on the CPU (or the numpy backend), the same loop runs with the device
   steps done immediately: batches compute one after another while the host
   thread prepares the next.
@@ -48,6 +51,10 @@ def run_pipelined(compiled: Any, batches: Iterable[Feeds], *, prefetch: int = 2)
     """
     reader = _Prefetcher(check_batches(batches), max(1, int(prefetch)))
     try:
+        ctx = getattr(compiled, "backend_context", None)
+        if getattr(ctx, "NAME", None) == "onnxruntime" and getattr(ctx, "cuda", False):
+            yield from run_side_by_side(compiled.run, reader, SLOTS)
+            return
         lane = _lane_for(compiled)
         if lane is None:
             for feeds in reader:
@@ -56,6 +63,24 @@ def run_pipelined(compiled: Any, batches: Iterable[Feeds], *, prefetch: int = 2)
         yield from _pipelined(compiled, lane, reader)
     finally:
         reader.close()
+
+
+def run_side_by_side(run: Any, reader: Iterable[Feeds], depth: int) -> Iterator[Outputs]:
+    """``run`` over the batches with up to ``depth`` in flight on their own threads; outputs in order."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pending: list[Future[Outputs]] = []
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="corral-pipeline") as pool:
+        try:
+            for feeds in reader:
+                pending.append(pool.submit(run, feeds))
+                if len(pending) >= depth:
+                    yield pending.pop(0).result()
+            while pending:
+                yield pending.pop(0).result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _pipelined(compiled: Any, lane: _TorchLane, reader: Iterable[Feeds]) -> Iterator[Outputs]:
@@ -150,7 +175,7 @@ class _TorchLane:
 
         self.torch = torch
         self.ctx = ctx
-        self.device = ctx.device
+        self.device = ctx.torch_device
         self.cuda = self.device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
         # (direction, slot, name) -> pinned host tensor; reallocated when the shape or dtype changes

@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from engine.exceptions import EngineError
+from engine.graph import Model
+from engine.quantize.calibration import CalibrationSet
+
+if TYPE_CHECKING:
+    from engine.compare import VariantResult
 
 console = Console()
 
@@ -23,8 +29,9 @@ def _fail(exc: Exception) -> None:
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the quantized package.")
-@click.option("--mode", type=click.Choice(["fp16", "linear", "lut"]), required=True,
-              help="float16, linear (code × scale + bias) or lookup table (palette[code]).")
+@click.option("--mode", type=click.Choice(["fp16", "linear", "lut", "int8"]), required=True,
+              help="float16, linear (code × scale + bias), lookup table (palette[code]), or int8: a graph that "
+                   "computes in 8 bits on onnxruntime (needs --calibration).")
 @click.option("--bits", type=click.IntRange(1, 8), default=8, show_default=True,
               help="Bits per weight for linear and lut.")
 @click.option("--granularity", type=click.Choice(["per-channel", "per-tensor"]), default=None,
@@ -47,24 +54,38 @@ def _fail(exc: Exception) -> None:
 @click.option("--exclude-op", multiple=True, help="Keep float: weights read by this op type (repeatable).")
 @click.option("--params", "quantize_params", is_flag=True, default=None,
               help="Also quantize biases and normalization parameters.")
+@click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
+              help="int8: a directory of images like the real inputs (or a calibration .npz) to measure "
+                   "activation ranges on.")
+@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="int8: how activation ranges are taken from the calibration images.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+              help="int8: a non-image input for every calibration item: JSON number/list or @file.npy.")
 @click.option("-v", "--verbose", is_flag=True, help="List every weight and why it was kept float.")
 def quantize(src: Path, dst: Path, mode: str, bits: int, granularity: str | None, symmetric: bool, group_size: int,
              palette: str, kmeans: str, min_size: int | None, include: tuple[str, ...], exclude: tuple[str, ...],
              include_op: tuple[str, ...], exclude_op: tuple[str, ...], quantize_params: bool | None,
-             verbose: bool) -> None:
-    """Quantize SRC's weights and write the smaller package to DST."""
+             calibration: Path | None, calibration_method: str, inputs: tuple[str, ...], verbose: bool) -> None:
+    """Quantize SRC's weights and write the smaller package to DST.
+
+    \b
+    8-bit compute, calibrated on images like the real ones:
+      corral model quantize det.corral -o det-int8.corral --mode int8 --calibration photos/
+    """
     from engine.format import load, save
     from engine.quantize import QuantizeOptions, QuantizeReport, quantize_model
 
     options = QuantizeOptions(mode=mode, bits=bits, granularity=granularity, symmetric=symmetric,  # type: ignore
                               group_size=group_size, palette="uniform" if palette == "uniform" else kmeans,  # type: ignore
                               min_size=min_size, include=include, exclude=exclude, include_ops=include_op,
-                              exclude_ops=exclude_op, quantize_params=quantize_params)
+                              exclude_ops=exclude_op, quantize_params=quantize_params,
+                              calibration_method=calibration_method)
     report = QuantizeReport()
     started = time.perf_counter()
     try:
         model = load(src)
-        small = quantize_model(model, options, report)
+        calibration_set = _calibration(model, calibration, inputs) if mode == "int8" else None
+        small = quantize_model(model, options, report, calibration_set)
         save(small, dst)
     except EngineError as exc:
         _fail(exc)
@@ -85,6 +106,18 @@ def quantize(src: Path, dst: Path, mode: str, bits: int, granularity: str | None
         console.print("[yellow]no weight matched the selection; the package is unchanged apart from metadata[/]")
 
 
+def _calibration(model: Model, source: Path | None, inputs: tuple[str, ...]) -> CalibrationSet | None:
+    """The calibration set for ``model`` from a directory of images or a saved ``.npz`` (None: no source)."""
+    from engine.cli.parsing import parse_input_value
+    from engine.compare import image_files
+    if source is None:
+        return None
+    if source.is_file():
+        return CalibrationSet.load(source)
+    feeds = dict(parse_input_value(text, model.description) for text in inputs)
+    return CalibrationSet.from_images(model, image_files(source), feeds)
+
+
 @click.command()
 @click.argument("base", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("variants", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -96,7 +129,7 @@ def quantize(src: Path, dst: Path, mode: str, bits: int, granularity: str | None
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a contact sheet PNG: one row per image, one column per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option("--backend", default="numpy", show_default=True, help="Backend for the float BASE.")
+@click.option("--backend", default="auto", show_default=True, help="Backend for the float BASE.")
 @click.option("--variant-backend", default=None, help="Backend for the VARIANTS (default: --backend).")
 @click.option("--variant-device", default="cpu", show_default=True, help="Device for the VARIANTS (cpu, cuda:N).")
 @click.option("--variant-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
@@ -130,19 +163,34 @@ def compare(base: Path, variants: tuple[Path, ...], images: Path, inputs: tuple[
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    table = Table("model", "size", "vs base", "output", "max abs err", "SNR", "PSNR", "top-1",
+    table = Table("model", "size", "vs base", "speed", "output", "max abs err", "SNR", "PSNR", "top-1",
                   title=f"{len(result.images)} image(s) from {images}")
-    table.add_row(result.base.name, format_size(result.base.size_bytes), "1.00×", "", "", "", "", "")
+    table.add_row(result.base.name, format_size(result.base.size_bytes), "1.00×",
+                  "1.00×" if result.base.seconds_per_image else "—", "", "", "", "", "")
     for v in result.variants:
         for i, (name, s) in enumerate(v.outputs.items()):
             table.add_row(v.name if i == 0 else "", format_size(v.size_bytes) if i == 0 else "",
-                          f"{result.base.size_bytes / v.size_bytes:.2f}× smaller" if i == 0 else "", name,
+                          f"{result.base.size_bytes / v.size_bytes:.2f}× smaller" if i == 0 else "",
+                          _speed(v) if i == 0 else "", name,
                           f"{s.max_abs_error:.4g}", format_db(s.snr_db),
                           format_db(s.psnr_db) if s.is_image else "—",
                           "—" if s.top1_agreement is None else f"{s.top1_agreement:.1%}")
     console.print(table)
+    timed = [r for r in (result.base, *result.variants) if r.seconds_per_image]
+    if timed:
+        console.print("speed: " + ", ".join(f"{r.name} {1 / (r.seconds_per_image or 1):.1f} img/s on {r.backend}"
+                                            for r in timed))
+    for v in result.variants:
+        if v.pays is False:
+            console.print(f"[yellow]{v.name} computes {1 / (v.speedup or 1):.2f}× slower than {result.base.name} "
+                          f"on {v.backend} here: it saves bytes, not time, on this machine[/]")
     if sheet:
         console.print(f"contact sheet: {sheet}")
+
+
+def _speed(result: VariantResult) -> str:
+    """A variant's speed against the base (images per second over the base's)."""
+    return "—" if result.speedup is None else f"{result.speedup:.2f}×"
 
 
 @click.command()

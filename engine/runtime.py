@@ -1,9 +1,8 @@
-"""Running a compiled model: the graph executor, ``predict`` and ``predict_batch``."""
+"""The graph executor: runs an ordered node list over numpy values (or a device backend's tensors), with plans."""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import threading
 from collections import OrderedDict
@@ -13,26 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from engine.description import Feature, ModelDescription
-from engine.exceptions import EngineError, InputError
+from engine.backends.base import Kernel
+from engine.exceptions import InputError
 from engine.graph import Node
-from engine.ops.base import Op
 
 log = logging.getLogger(__name__)
 
-Item = Mapping[str, Any]
 # (input name, item-with-batch shape, dtype) for every fed input, in feed order
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
 
 # Execution plans kept per executor; the least recently used goes first.
 MAX_PLANS = 16
-
-# On a CPU, one run's batched inputs hold at most this many elements (a 512² RGB image; always at least one
-# item): a stacked batch's intermediates then still fit the caches, which is where a batch beats a loop.
-# Measured on the 26-style network (numpy, 2 cores): 256² runs best 4 at a time (21 img/s vs 16 at 8 or 1),
-# 512² one at a time (4.4 img/s vs 3.5 at 8), 128² at 16. A GPU has no such limit.
-CPU_RUN_ELEMENTS = 3 * 512 * 512
-
 
 def _relu_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.maximum(x, x.dtype.type(0), out=out)
@@ -59,7 +49,7 @@ INPLACE_KERNELS: dict[str, Callable[..., np.ndarray]] = {
 class Step:
     """One kernel call: reads ``inputs`` slots, writes ``outputs`` slots, then frees ``release``."""
 
-    kernel: Op
+    kernel: Kernel
     inputs: list[str]
     outputs: list[str]
     release: list[str] = field(default_factory=list)
@@ -124,7 +114,7 @@ class Executor:
     ``max_plans`` plans are kept, least recently used evicted first.
     """
 
-    def __init__(self, nodes: Sequence[Node], kernels: Sequence[Op], constants: Mapping[str, np.ndarray],
+    def __init__(self, nodes: Sequence[Node], kernels: Sequence[Kernel], constants: Mapping[str, np.ndarray],
                  outputs: Sequence[str], *, max_plans: int = MAX_PLANS,
                  to_device: Callable[[Any], Any] | None = None,
                  to_host: Callable[[Any], np.ndarray] | None = None,
@@ -246,6 +236,7 @@ class Executor:
             trial = np.empty_like(result)
             trial[...] = buf
             trial_args = [trial if n == name else a for n, a in zip(step.inputs, args)]
+            assert step.inplace is not None
             with np.errstate(all="ignore"):
                 step.inplace(*trial_args, out=trial)
             if np.array_equal(trial, result, equal_nan=True):
@@ -295,141 +286,3 @@ class Executor:
             # never hand back a weight or the caller's own feed
             out[name] = value if value.flags.writeable else np.array(value)
         return out
-
-
-class CompiledModel:
-    """A model ready to run on one backend and device.
-
-    ``run`` takes and returns graph tensors (with the batch dimension);
-    ``predict`` takes one item (a dict of input name to value, no batch
-    dimension) and ``predict_batch`` a list of them, stacking items of the same
-    shape into one tensor.
-
-    ``from_cache`` says whether this object was loaded from the compiled-model
-    cache; ``stats`` counts what the compiler's passes did.
-    """
-
-    def __init__(self, description: ModelDescription, executor: Executor, backend: str, device: str,
-                 digest: str = "", *, from_cache: bool = False, stats: Mapping[str, Any] | None = None) -> None:
-        self.description = description
-        self.executor = executor
-        self.backend = backend
-        self.device = device
-        self.digest = digest
-        self.from_cache = from_cache
-        self.stats: dict[str, Any] = dict(stats or {})
-        # the backend bound to this device and precision (set by the compiler; None for the numpy module)
-        self.backend_context: Any = None
-
-    @property
-    def name(self) -> str:
-        return self.description.metadata.name or "model"
-
-    # ------------------------------------------------------------------ graph
-    def run(self, feeds: Mapping[str, Any], keep_on_device: bool = False) -> dict[str, Any]:
-        """Graph tensors in and out; ``keep_on_device`` leaves a device backend's outputs on the device
-        (tensors, unsynchronized) — see :meth:`Executor.run`."""
-        return self.executor.run(feeds, keep_on_device=keep_on_device)
-
-    def plan_ahead(self) -> int:
-        """Record a plan, batch size 1, for every combination of enumerated input shapes.
-
-        Inputs given as ranges are planned on first use. Runs the model on
-        zeros (defaults for unbatched inputs that have one); returns the
-        number of plans recorded.
-        """
-        inputs = self.description.inputs
-        if not any(f.shape.enumerated for f in inputs):
-            return 0
-        choices = [f.shape.planned_shapes() if f.shape.enumerated else [f.shape.default] for f in inputs]
-        done = 0
-        for shapes in itertools.islice(itertools.product(*choices), self.executor.max_plans):
-            feeds = {}
-            for f, shape in zip(inputs, shapes):
-                if not f.batched and f.default is not None:
-                    feeds[f.name] = np.asarray(f.default, dtype=np.dtype(f.dtype))
-                else:
-                    feeds[f.name] = np.zeros(((1,) if f.batched else ()) + tuple(shape), np.dtype(f.dtype))
-            try:
-                with np.errstate(all="ignore"):
-                    self.executor.run(feeds)
-            except EngineError as exc:
-                log.warning("%s: planning shapes %s ahead failed (%s); they will be planned on first use",
-                            self.name, [list(s) for s in shapes], exc)
-                continue
-            done += 1
-        return done
-
-    # ------------------------------------------------------------------ items
-    def prepare_item(self, item: Item) -> dict[str, np.ndarray]:
-        """Resolve one item's inputs to arrays of the item shape: defaults filled, images converted."""
-        from engine.images import image_to_tensor
-
-        known = {f.name for f in self.description.inputs}
-        unknown = set(item) - known
-        if unknown:
-            raise InputError(f"{self.name}: unknown inputs {sorted(unknown)}; the model takes {sorted(known)}")
-        out: dict[str, np.ndarray] = {}
-        for f in self.description.inputs:
-            value = item.get(f.name)
-            if value is None:
-                if f.default is None:
-                    raise InputError(f"{self.name}: input {f.name!r} is required ({f.shape.describe()})")
-                value = f.default
-            if f.kind == "image" and not isinstance(value, np.ndarray):
-                value = image_to_tensor(value, f)
-            arr = np.asarray(value, dtype=np.dtype(f.dtype))
-            f.check_item(arr)
-            out[f.name] = arr
-        return out
-
-    def predict(self, item: Item) -> dict[str, np.ndarray]:
-        return self.predict_batch([item])[0]
-
-    def predict_batch(self, items: Sequence[Item], max_batch: int | None = None) -> list[dict[str, np.ndarray]]:
-        """One result per item, equal to ``predict`` on each; same-shape items share one run.
-
-        Items whose inputs have the same shapes (and the same values for
-        unbatched inputs) are stacked into one tensor, at most ``max_batch``
-        items per run when given, and on a CPU at most what fits
-        :data:`CPU_RUN_ELEMENTS`.
-        """
-        prepared = [self.prepare_item(item) for item in items]
-        results: list[dict[str, np.ndarray] | None] = [None] * len(prepared)
-        for group in self._groups(prepared):
-            step = max_batch if max_batch and max_batch > 0 else len(group)
-            if self.device == "cpu":
-                per_item = sum(prepared[group[0]][f.name].size for f in self.description.inputs if f.batched)
-                step = max(1, min(step, CPU_RUN_ELEMENTS // max(1, per_item)))
-            for start in range(0, len(group), step):
-                indices = group[start:start + step]
-                feeds = {}
-                for f in self.description.inputs:
-                    if f.batched:
-                        feeds[f.name] = np.stack([prepared[i][f.name] for i in indices])  # [B, *item shape]
-                    else:
-                        feeds[f.name] = prepared[indices[0]][f.name]
-                outputs = self.run(feeds)
-                for pos, i in enumerate(indices):
-                    results[i] = {name: self._item_output(self.description.output(name), value, pos, len(indices))
-                                  for name, value in outputs.items()}
-        return results  # type: ignore[return-value]
-
-    def _groups(self, prepared: list[dict[str, np.ndarray]]) -> list[list[int]]:
-        """Items that can share one run: same shapes, same values for unbatched inputs."""
-        groups: dict[tuple, list[int]] = {}
-        for i, arrays in enumerate(prepared):
-            key = []
-            for f in self.description.inputs:
-                arr = arrays[f.name]
-                key.append(arr.shape)
-                if not f.batched:
-                    key.append(arr.tobytes())
-            groups.setdefault(tuple(key), []).append(i)
-        return list(groups.values())
-
-    @staticmethod
-    def _item_output(feature: Feature, value: np.ndarray, pos: int, count: int) -> np.ndarray:
-        if feature.batched and value.ndim and value.shape[0] == count:
-            return np.array(value[pos])
-        return np.array(value)

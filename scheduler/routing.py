@@ -18,7 +18,7 @@ from scheduler.exceptions import RoutingError
 from scheduler.model_refs import ModelNeeds
 from scheduler.registry import WorkerInfo, live_workers
 
-GPU_BACKENDS = frozenset({"torch"})
+GPU_BACKENDS = frozenset({"torch", "onnxruntime"})
 
 
 def queue_for_device(device: str) -> str:

@@ -28,7 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.exceptions import ModelFormatError
+from engine.exceptions import InputError, ModelFormatError
 from store.config import StoreConfig
 from store.exceptions import ModelRefError, NotFoundError, UnknownVariantError, VersionExistsError
 from store.metrics import StoreMetrics
@@ -145,6 +145,23 @@ def create_app(config: StoreConfig) -> FastAPI:
         if ref.version is None:
             raise HTTPException(400, "PUT needs a version number; POST /v1/models/{name} takes the next one")
         return await _receive(request, ref.name, ref.version)
+
+    @app.put("/v1/calibrations/{name}/{version}", status_code=201, dependencies=[Depends(can_write)])
+    async def upload_calibration(name: str, version: str, request: Request) -> dict[str, Any]:
+        """A version's calibration set (the ``.npz`` of :class:`engine.quantize.CalibrationSet`), once."""
+        ref = _ref(name, version)
+        limit = config.max_upload_bytes
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPException(413, f"upload exceeds this store's limit of {limit} bytes")
+        try:
+            return await run_in_threadpool(repo.add_calibration, ref.name, ref.version, bytes(body))
+        except InputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except VersionExistsError as exc:
+            raise HTTPException(409, str(exc)) from None
 
     async def _receive(request: Request, name: str, version: int | None) -> dict[str, Any]:
         """Stream the body to a file under the root, refusing it past the size limit; then publish it."""

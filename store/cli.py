@@ -73,30 +73,101 @@ def _client(url: str | None, token_file: Path | None):  # type: ignore[no-untype
     return StoreClient(url or DEFAULT_URL, _token(token_file))
 
 
+_calibration_options = [
+    click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
+                 help="Images like the real inputs (a directory), or a calibration .npz, for the int8 variant."),
+    click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+                 help="With --calibration: a non-image input for every calibration item (JSON or @file.npy)."),
+]
+
+
+def _with_calibration_options(fn):  # type: ignore[no-untyped-def]
+    for option in reversed(_calibration_options):
+        fn = option(fn)
+    return fn
+
+
+def _calibration_bytes(package: Path, source: Path, inputs: tuple[str, ...]) -> bytes:
+    """The calibration set for ``package``'s model from images or a saved .npz, as the bytes the store keeps."""
+    from engine.format import load
+    from engine.quantize_cli import _calibration
+
+    found = _calibration(load(package), source, inputs)
+    assert found is not None
+    return found.to_bytes()
+
+
 @store.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--name", required=True, help="Model name (1-64 of A-Z a-z 0-9 . _ -).")
 @click.option("--version", "version", type=int, default=None, help="Version number (default: the next one).")
+@_with_calibration_options
 @_url
 @_root
 @_token_file
-def push(file: Path, name: str, version: int | None, url: str | None, root: Path | None,
-         token_file: Path | None) -> None:
-    """Upload FILE (a .corral package) as a new version of NAME."""
+def push(file: Path, name: str, version: int | None, calibration: Path | None, inputs: tuple[str, ...],
+         url: str | None, root: Path | None, token_file: Path | None) -> None:
+    """Upload FILE (a .corral package) as a new version of NAME (with --calibration, the images its int8
+    variant is calibrated on)."""
     from engine.exceptions import EngineError
     from store.client import StoreError
     from store.repository import Repository
 
     try:
+        data = _calibration_bytes(file, calibration, inputs) if calibration is not None else None
         if root is not None:
-            manifest = Repository(root).publish(name, file, version)
+            repo = Repository(root)
+            manifest = repo.publish(name, file, version)
+            if data is not None:
+                manifest = repo.add_calibration(name, manifest["version"], data)
         else:
             with _client(url, token_file) as client:
                 manifest = client.push(file, name, version)
+                if data is not None:
+                    manifest = client.add_calibration(name, manifest["version"], data)
     except (StoreError, EngineError, ValueError, LookupError) as exc:
         _fail(exc)
+    extra = f", calibration {manifest['calibration']['size']} bytes" if "calibration" in manifest else ""
     click.echo(f"stored {manifest['name']}:{manifest['version']} "
-               f"({manifest['master']['size']} bytes, sha256 {manifest['master']['sha256'][:16]}…)")
+               f"({manifest['master']['size']} bytes, sha256 {manifest['master']['sha256'][:16]}…{extra})")
+
+
+@store.command()
+@click.argument("ref")
+@click.argument("calibration", type=click.Path(exists=True, path_type=Path))
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+              help="A non-image input for every calibration item (JSON number/list or @file.npy).")
+@_url
+@_root
+@_token_file
+def calibrate(ref: str, calibration: Path, inputs: tuple[str, ...], url: str | None, root: Path | None,
+              token_file: Path | None) -> None:
+    """Give version REF (name[:version]) the images (a directory, or a calibration .npz) its int8 variant is
+    calibrated on; once per version."""
+    import tempfile
+
+    from engine.exceptions import EngineError
+    from store.client import StoreError
+    from store.repository import Repository
+
+    try:
+        parsed = parse_ref(ref)
+        with tempfile.TemporaryDirectory(prefix="corral-calibrate-") as tmp:
+            if root is not None:
+                repo = Repository(root)
+                number = repo.resolve(parsed.name, parsed.version)
+                package = repo.version_dir(parsed.name, number) / "master.corral"
+                manifest = repo.add_calibration(parsed.name, number, _calibration_bytes(package, calibration, inputs))
+            else:
+                with _client(url, token_file) as client:
+                    master = client.pull(parse_ref(f"{parsed.name}:{parsed.version_text}@fp32"),
+                                         Path(tmp) / "master.corral")
+                    data = _calibration_bytes(Path(tmp) / "master.corral", calibration, inputs)
+                    manifest = client.add_calibration(parsed.name, master.ref.version, data)
+    except (StoreError, EngineError, ValueError, LookupError) as exc:
+        _fail(exc)
+    click.echo(f"{manifest['name']}:{manifest['version']}: calibration set stored "
+               f"({manifest['calibration']['size']} bytes); `@int8` is made from it on first request")
 
 
 @store.command(name="ls")

@@ -197,6 +197,19 @@ class StoreClient:
 
     # ------------------------------------------------------------- writing
 
+    def add_calibration(self, name: str, version: int | str, data: bytes) -> dict[str, Any]:
+        """Upload a calibration set (its ``.npz`` bytes) for one version; the store answers with the manifest."""
+        target = f"/v1/calibrations/{name}/{version}"
+
+        def send() -> httpx.Response:
+            response = self.http.put(target, content=data, headers={"Content-Type": "application/x-npz"})
+            if response.status_code in RETRY_STATUSES:
+                raise _Retryable(f"HTTP {response.status_code}")
+            return response
+
+        return _checked(self._retrying(f"uploading the calibration set of {name}:{version}", send),
+                        f"uploading the calibration set of {name}:{version}").json()
+
     def push(self, path: str | os.PathLike[str], name: str, version: int | None = None) -> dict[str, Any]:
         """Upload a package; the store answers with the new version's manifest."""
         path = Path(path)

@@ -15,6 +15,10 @@ class NotFoundError(LookupError):
     """No such model or version; the message says what exists."""
 
 
+class MissingCalibrationError(NotFoundError):
+    """An ``int8`` variant was asked of a version that has no calibration set to make it from."""
+
+
 class VersionExistsError(ValueError):
     """Versions are immutable: a second upload to the same version is refused."""
 
@@ -39,5 +43,6 @@ class CorruptDownloadError(StoreError):
     """A downloaded package did not match the sha256 in its manifest, on every attempt."""
 
 
-__all__ = ["ConfigError", "CorruptDownloadError", "ModelRefError", "NotFoundError", "StoreError",
+__all__ = ["ConfigError", "CorruptDownloadError", "MissingCalibrationError", "ModelRefError", "NotFoundError",
+           "StoreError",
            "StoreUnavailableError", "UnknownVariantError", "VersionExistsError"]

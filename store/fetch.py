@@ -1,7 +1,7 @@
 """Worker side: turn a model reference into a compiled model, verified, compiled once, cached on disk.
 
     fetcher = ModelFetcher.from_settings(StoreSettings(url="http://store:8700"))  # or a local root
-    compiled = fetcher.fetch("style:2@lut4", device="cpu", backend="numpy")
+    compiled = fetcher.fetch("style:2@lut4", device="cpu", backend="auto")
 
 Steps on first need: locate the package (pinning ``latest`` to a number),
 download it into the package cache (resuming; skipped when a verified copy
@@ -182,14 +182,14 @@ class ModelFetcher:
         _touch(path)
         return path
 
-    def fetch(self, ref: str | ModelRef, device: str = "cpu", backend: str = "numpy",
+    def fetch(self, ref: str | ModelRef, device: str = "cpu", backend: str = "auto",
               precision: str = "fp32") -> Any:
         """The compiled model for ``ref`` on ``device`` with ``backend`` (and ``precision``, see
         :func:`engine.compile`): an :class:`engine.CompiledModel`."""
         path = self.fetch_package(ref)
         return self._compile(path, str(ref), device, backend, self.last, precision)
 
-    def load_path(self, path: str | os.PathLike[str], device: str = "cpu", backend: str = "numpy",
+    def load_path(self, path: str | os.PathLike[str], device: str = "cpu", backend: str = "auto",
                   precision: str = "fp32") -> Any:
         """The compiled model for a package file given by path (no store), through the same compiled cache."""
         times = self.last = FetchTimes(level="path")

@@ -5,6 +5,7 @@
     ROOT/<name>/<version>/manifest.json        what the version is (written last: a version exists once it is there)
     ROOT/<name>/<version>/variants/<v>.corral  quantized forms, made on first request
     ROOT/<name>/<version>/variants/<v>.json    their sha256 and recipe
+    ROOT/<name>/<version>/calibration.npz      input tensors the int8 variant is calibrated on (optional, once)
     ROOT/.uploads/                             uploads being received
 
 ``latest`` is the highest version with a manifest. Versions are created by
@@ -29,7 +30,7 @@ from filelock import FileLock
 from engine.compiled_cache import engine_version
 from store.exceptions import ModelRefError, NotFoundError, VersionExistsError
 from store.refs import DEFAULT_VARIANT, ModelRef, check_name, parse_version
-from store.variants import MASTER, VariantFile, VariantMaker, sha256_file, write_atomic, write_sidecar
+from store.variants import CALIBRATION, MASTER, VariantFile, VariantMaker, sha256_file, write_atomic, write_sidecar
 
 MANIFEST = "manifest.json"
 UPLOADS = ".uploads"
@@ -82,6 +83,9 @@ class Repository:
                 made[variant] = found.info()
         data["variants"] = made
         data["available_variants"] = self.variants.names()
+        calibration = folder / CALIBRATION
+        if calibration.is_file():
+            data["calibration"] = {"sha256": sha256_file(calibration), "size": calibration.stat().st_size}
         return data
 
     def index(self) -> list[dict[str, Any]]:
@@ -155,3 +159,22 @@ class Repository:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self.manifest(name, number)
+
+    def add_calibration(self, name: str, version: int | str | None, data: bytes) -> dict[str, Any]:
+        """Keep ``data`` (a :class:`engine.quantize.CalibrationSet` file) as the version's calibration set.
+
+        It must fit the master's inputs; a version takes one set, once (the int8 variant made from it
+        would otherwise silently change).
+        """
+        from engine.format import load
+        from engine.quantize.calibration import CalibrationSet
+
+        folder = self.version_dir(name, version)
+        where = f"calibration set for {name}:{folder.name}"
+        CalibrationSet.from_bytes(data, where).check(load(folder / MASTER))
+        with FileLock(str(folder / ".calibration.lock")):
+            if (folder / CALIBRATION).exists():
+                raise VersionExistsError(f"{name}:{folder.name} has a calibration set already, and versions are "
+                                         "immutable; push the model again as a new version to calibrate anew")
+            write_atomic(folder / CALIBRATION, data)
+        return self.manifest(name, int(folder.name))

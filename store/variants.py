@@ -1,7 +1,8 @@
 """Variants: quantized forms of a version's float master, made on first request and then kept.
 
 Built-in names: ``fp32`` (the master itself), ``fp16``, ``linear8`` …
-``linear1`` and ``lut8`` … ``lut1``; a store may add named recipes. A
+``linear1``, ``lut8`` … ``lut1`` and ``int8`` (8-bit compute, made from the
+version's calibration set); a store may add named recipes. A
 variant is built at most once even when many requests (threads of one
 server, or several server processes on one root) ask for it together: a
 per-variant thread lock, then a per-variant file lock, then a second look
@@ -23,13 +24,14 @@ from typing import Any
 
 from filelock import FileLock
 
-from store.exceptions import ModelRefError, UnknownVariantError
+from store.exceptions import MissingCalibrationError, ModelRefError, UnknownVariantError
 from store.refs import DEFAULT_VARIANT, check_name
 
 log = logging.getLogger(__name__)
 
 MASTER = "master.corral"
 VARIANTS_DIR = "variants"
+CALIBRATION = "calibration.npz"
 
 
 def builtin_variants() -> dict[str, dict[str, Any]]:
@@ -38,6 +40,7 @@ def builtin_variants() -> dict[str, dict[str, Any]]:
     for bits in range(8, 0, -1):
         table[f"linear{bits}"] = {"mode": "linear", "bits": bits}
         table[f"lut{bits}"] = {"mode": "lut", "bits": bits}
+    table["int8"] = {"mode": "int8"}
     return table
 
 
@@ -142,7 +145,7 @@ class VariantMaker:
         options = self.options(variant)
         master = load(version_dir / MASTER)
         report = QuantizeReport()
-        data = dumps(quantize_model(master, options, report))
+        data = dumps(quantize_model(master, options, report, self._calibration(version_dir, variant, options)))
         path = version_dir / VARIANTS_DIR / f"{variant}.corral"
         write_atomic(path, data)
         made = VariantFile(variant, path, hashlib.sha256(data).hexdigest(), len(data), self.recipe(variant),
@@ -156,6 +159,23 @@ class VariantMaker:
         if self.on_build is not None:
             self.on_build(variant, seconds)
         return made
+
+
+    @staticmethod
+    def _calibration(version_dir: Path, variant: str, options: Any) -> Any:
+        """The version's calibration set for a recipe that needs one (int8); None for the others."""
+        if options.mode != "int8":
+            return None
+        from engine.quantize.calibration import CalibrationSet
+
+        path = version_dir / CALIBRATION
+        if not path.is_file():
+            name = f"{version_dir.parent.name}:{version_dir.name}"
+            raise MissingCalibrationError(
+                f"variant {variant!r} of {name} computes in 8 bits and is made from calibration images, and "
+                f"this version has none; add them with `corral store calibrate {name} IMAGES_DIR` "
+                "(or push with --calibration IMAGES_DIR)")
+        return CalibrationSet.load(path)
 
 
 def write_sidecar(path: Path, made: VariantFile, **extra: Any) -> None:

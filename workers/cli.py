@@ -47,19 +47,20 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def check_precision(precision: str, backend: str, device: str) -> None:
-    """fp16 runs only on the torch backend with a CUDA device (the CPU computes float32 only)."""
+    """fp16 runs only on a CUDA device, with the torch or onnxruntime backend (the CPU computes float32 only)."""
     if precision == "fp32":
         return
-    if backend != "torch" or not device.startswith("cuda"):
-        raise click.UsageError(f"--precision {precision} needs the torch backend on a CUDA device (got --backend "
-                               f"{backend} --device {device}); use --device cuda:N with --backend torch or auto, "
-                               "or --precision fp32")
+    if backend not in ("torch", "onnxruntime") or not device.startswith("cuda"):
+        raise click.UsageError(f"--precision {precision} needs a CUDA device with the torch or onnxruntime backend "
+                               f"(got --backend {backend} --device {device}); use --device cuda:N, or --precision "
+                               "fp32")
 
 
 @click.command()
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N")
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS, "torch"]), default="auto", show_default=True,
-              help="auto: numpy on cpu, torch on cuda")
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="auto: onnxruntime on cpu (torch, then numpy, when it is missing); torch, then onnxruntime-gpu, "
+                   "on cuda")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16: half precision, with --backend torch (or auto) on a CUDA device only")
 @click.option("--max-batch", type=click.IntRange(1), default=16, show_default=True)

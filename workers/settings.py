@@ -64,9 +64,12 @@ class WorkerSettings:
         return min(30.0, max(1.0, self.visibility_timeout / 2))
 
     def resolved_backend(self) -> str:
+        """The backend ``auto`` names on this worker's device (see :func:`engine.backends.resolve_backend`)."""
         if self.backend != "auto":
             return self.backend
-        return "torch" if self.device.startswith("cuda") else "numpy"
+        from engine.backends import resolve_backend  # looks packages up without importing them
+
+        return resolve_backend("auto", self.device)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:

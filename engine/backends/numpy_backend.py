@@ -3,43 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
+from engine.backends.base import Backend, Kernel, RunLayout, cpu_run_items
 from engine.exceptions import BackendError
 from engine.graph import Node
 from engine.ops import make_op
-from engine.ops.base import Op
 
 NAME = "numpy"
 
 
-def check_device(device: str) -> str:
-    if device not in ("cpu", ""):
-        raise BackendError(f"the numpy backend runs on the CPU only, not on {device!r}; "
-                           "use --backend torch for GPU devices")
-    return "cpu"
+class NumpyBackend(Backend):
+    """corral's own ops on numpy arrays, on the CPU, in float32; values never leave the host."""
 
+    NAME = NAME
 
-def build_kernel(node: Node) -> Op:
-    return make_op(node)
+    @classmethod
+    def check_device(cls, device: str) -> str:
+        if (device or "cpu").strip().lower() not in ("cpu", "auto"):
+            raise BackendError(f"the numpy backend runs on the CPU only, not on {device!r}; "
+                               "use --backend torch or onnxruntime for GPU devices")
+        return "cpu"
 
+    def build_kernel(self, node: Node) -> Kernel:
+        return make_op(node)
 
-def to_host(value: np.ndarray) -> np.ndarray:
-    return value
+    def prepack(self, node: Node, kernel: Kernel, weights: Mapping[str, Any]) -> bool:
+        """Conv offers ``prepack(w)`` (its im2col GEMM weight layout); other ops keep their weights as they are."""
+        pack = getattr(kernel, "prepack", None)
+        if pack is None or node.op_type != "Conv" or len(node.inputs) < 2:
+            return False
+        weight = weights.get(node.inputs[1])
+        if not isinstance(weight, np.ndarray) or weight.dtype.kind != "f":
+            return False
+        pack(weight)
+        return True
 
-
-def prepack(node: Node, kernel: Op, weights: Mapping[str, np.ndarray]) -> bool:
-    """Pack a node's constant weight into the layout its kernel computes with; True if it did.
-
-    Called by the compiler once per kernel. Conv offers ``prepack(w)`` (its
-    im2col GEMM weight layout); other ops keep their weights as they are.
-    """
-    pack = getattr(kernel, "prepack", None)
-    if pack is None or node.op_type != "Conv" or len(node.inputs) < 2:
-        return False
-    weight = weights.get(node.inputs[1])
-    if weight is None or weight.dtype.kind != "f":
-        return False
-    pack(weight)
-    return True
+    def run_layouts(self, items: int, item_elements: int) -> list[RunLayout]:
+        return [RunLayout(1, cpu_run_items(item_elements))]

@@ -50,11 +50,12 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from engine.backends.base import Backend, Kernel, RunLayout, cpu_run_items
 from engine.backends.torch_ops import Fallback, KernelOptions, TorchKernel, make_kernel
 from engine.backends.torch_ops.buffers import BufferPool
 from engine.exceptions import BackendError
@@ -65,27 +66,7 @@ from engine.ops import threads as engine_threads
 log = logging.getLogger(__name__)
 
 NAME = "torch"
-PRECISIONS = ("fp32", "fp16")
-# Compile options (``backend_options``) and their types; None / absent means the device's default.
-OPTIONS: dict[str, type] = {"channels_last": bool, "buffer_pool_mb": int}
 DEFAULT_BUFFER_POOL_MB = 1024
-
-
-def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``backend_options`` checked against :data:`OPTIONS` (names and types); Nones dropped."""
-    out: dict[str, Any] = {}
-    for name, value in (options or {}).items():
-        kind = OPTIONS.get(name)
-        if kind is None:
-            raise BackendError(f"the torch backend has no option {name!r}; it takes {', '.join(sorted(OPTIONS))}")
-        if value is None:
-            continue
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise BackendError(f"torch backend option {name}={value!r}: expected {kind.__name__}")
-        if kind is int and value < 0:
-            raise BackendError(f"torch backend option {name}={value!r}: expected a non-negative number")
-        out[name] = value
-    return out
 
 
 def check_device(device: str) -> str:
@@ -110,41 +91,58 @@ def check_device(device: str) -> str:
     raise BackendError(f"device {device!r} is not one the torch backend knows; use cpu, cuda, cuda:N or auto")
 
 
-class TorchContext:
+class TorchBackend(Backend):
     """The backend bound to one device and precision: builds kernels and moves values across the boundary."""
 
     NAME = NAME
+    PRECISIONS = ("fp32", "fp16")
+    # Compile options (``backend_options``) and their types; None / absent means the device's default.
+    OPTIONS: ClassVar[Mapping[str, type]] = {"channels_last": bool, "buffer_pool_mb": int}
+    DEVICE_VALUES = True
 
-    def __init__(self, device: str = "cpu", precision: str = "fp32", *, channels_last: bool | None = None,
-                 buffer_pool_mb: int | None = None) -> None:
-        if precision not in PRECISIONS:
-            raise BackendError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
-        self.device = torch.device(check_device(device))
-        self.cuda = self.device.type == "cuda"
-        if precision == "fp16" and not self.cuda:
-            raise BackendError("precision fp16 needs a CUDA device; on the CPU the torch backend computes in "
-                               "float32 (use --precision fp32, or --device cuda:N on a GPU machine)")
-        self.precision = precision
+    def __init__(self, device: str = "cpu", precision: str = "fp32",
+                 options: Mapping[str, Any] | None = None) -> None:
+        options = self.check_options(options)
+        super().__init__(check_device(device), precision, options)
+        self.check_precision(precision, self.device)
+        self.torch_device = torch.device(self.device)
+        self.cuda = self.torch_device.type == "cuda"
         self.half = precision == "fp16"
         # Host fallbacks by op type, counted as they happen (see fallback_counts()).
         self.fallbacks: Counter[str] = Counter()
         self.upload_stream = None
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # autotune conv algorithms per input shape
-            self.upload_stream = torch.cuda.Stream(self.device)
+            self.upload_stream = torch.cuda.Stream(self.torch_device)
+        channels_last = options.get("channels_last")
         self.channels_last = (not self.cuda) if channels_last is None else bool(channels_last)
-        pool_mb = DEFAULT_BUFFER_POOL_MB if buffer_pool_mb is None else int(buffer_pool_mb)
+        pool_mb = int(options.get("buffer_pool_mb", DEFAULT_BUFFER_POOL_MB))
         # CUDA's caching allocator already reuses device memory
         pool = BufferPool(pool_mb << 20) if pool_mb > 0 and not self.cuda else None
         self.kernel_options = KernelOptions(channels_last=self.channels_last, pool=pool)
+
+    @classmethod
+    def check_device(cls, device: str) -> str:
+        return check_device(device)
+
+    @classmethod
+    def check_precision(cls, precision: str, device: str) -> None:
+        if precision not in cls.PRECISIONS:
+            raise BackendError(f"precision {precision!r} is unknown; choose one of {', '.join(cls.PRECISIONS)}")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise BackendError("precision fp16 needs a CUDA device; on the CPU the torch backend computes in "
+                               "float32 (use --precision fp32, or --device cuda:N on a GPU machine)")
+
+    @classmethod
+    def create(cls, device: str = "cpu", precision: str = "fp32", **options: Any) -> TorchBackend:
+        return cls(device, precision, options)
 
     # ------------------------------------------------------------ kernels
     def build_kernel(self, node: Node) -> TorchNode:
         host = make_op(node)
         return TorchNode(self, node.op_type, host, make_kernel(host, self.kernel_options))
 
-    def wrap_custom(self, node: Node, host_kernel: Callable[[Sequence[Any]], list[Any]],
-                    device_kernel: Any | None) -> TorchNode:
+    def wrap_custom(self, node: Node, host_kernel: Kernel, device_kernel: Any | None) -> TorchNode:
         """A custom layer: ``device_kernel.run(*inputs)`` on tensors when given, else the host kernel."""
         kernel = None if device_kernel is None else CustomTorchKernel(self, device_kernel)
         return TorchNode(self, node.op_type, host_kernel, kernel)
@@ -158,11 +156,14 @@ class TorchContext:
                 torch.set_num_threads(count)
         return torch.inference_mode()
 
+    def run_layouts(self, items: int, item_elements: int) -> list[RunLayout]:
+        return [RunLayout()] if self.cuda else [RunLayout(1, cpu_run_items(item_elements))]
+
     # ------------------------------------------------------------ values
     def to_device(self, value: Any) -> Any:
         """A graph input or weight: float arrays to a device tensor, everything else stays on the host."""
         if isinstance(value, torch.Tensor):
-            return self._cast(value.to(self.device))
+            return self._cast(value.to(self.torch_device))
         arr = np.asarray(value)
         if arr.dtype.kind != "f":
             return arr
@@ -171,10 +172,10 @@ class TorchContext:
         src = torch.from_numpy(arr)
         if self.cuda:
             assert self.upload_stream is not None
-            compute = torch.cuda.current_stream(self.device)
+            compute = torch.cuda.current_stream(self.torch_device)
             src = src.pin_memory()
             with torch.cuda.stream(self.upload_stream):
-                dst = src.to(self.device, non_blocking=True)
+                dst = src.to(self.torch_device, non_blocking=True)
             compute.wait_stream(self.upload_stream)
             dst.record_stream(compute)
             return self._cast(dst)
@@ -204,7 +205,7 @@ class TorchContext:
         if self.cuda:
             out = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
             out.copy_(value, non_blocking=True)
-            torch.cuda.current_stream(self.device).synchronize()
+            torch.cuda.current_stream(self.torch_device).synchronize()
             return out.numpy()
         return value.detach().numpy().copy()
 
@@ -213,13 +214,13 @@ class TorchContext:
         if isinstance(value, torch.Tensor):
             return value
         arr = np.asarray(value)
-        return torch.as_tensor(np.array(arr) if not arr.flags.writeable else arr, device=self.device)
+        return torch.as_tensor(np.array(arr) if not arr.flags.writeable else arr, device=self.torch_device)
 
 
 class TorchNode:
     """One node's kernel as the executor calls it: the torch kernel, or the host kernel as a fallback."""
 
-    def __init__(self, ctx: TorchContext, op_type: str, host: Callable[[Sequence[Any]], list[Any]],
+    def __init__(self, ctx: TorchBackend, op_type: str, host: Callable[[Sequence[Any]], list[Any]],
                  kernel: TorchKernel | Any | None) -> None:
         self.ctx = ctx
         self.op_type = op_type
@@ -247,7 +248,7 @@ class TorchNode:
 class CustomTorchKernel:
     """A custom layer's ``evaluate_torch``, fed tensors on the device."""
 
-    def __init__(self, ctx: TorchContext, layer_kernel: Any) -> None:
+    def __init__(self, ctx: TorchBackend, layer_kernel: Any) -> None:
         self.ctx = ctx
         self.layer_kernel = layer_kernel
 
@@ -256,37 +257,12 @@ class CustomTorchKernel:
         return self.layer_kernel.check_outputs(self.layer_kernel.layer.evaluate_torch(data), data)
 
 
-def context(device: str = "cpu", precision: str = "fp32", **options: Any) -> TorchContext:
-    """The backend bound to ``device``, ``precision`` and :data:`OPTIONS`; the compiler builds every kernel
-    through it."""
-    return TorchContext(device, precision, **check_options(options))
-
-
-_CPU: TorchContext | None = None
-
-
-def _cpu() -> TorchContext:
-    global _CPU
-    if _CPU is None:
-        _CPU = TorchContext("cpu")
-    return _CPU
-
-
-def build_kernel(node: Node) -> TorchNode:
-    """A kernel on the CPU in float32 (the module-level form of the backend interface)."""
-    return _cpu().build_kernel(node)
-
-
-def to_host(value: Any) -> np.ndarray:
-    return _cpu().to_host(value)
-
-
 def fallback_counts(kernels: Mapping[str, Any] | Sequence[Any]) -> dict[str, int]:
     """Host fallbacks so far, by op type, over the given kernels' contexts (one count per context)."""
-    seen: dict[int, TorchContext] = {}
+    seen: dict[int, TorchBackend] = {}
     for k in (kernels.values() if isinstance(kernels, Mapping) else kernels):
         ctx = getattr(k, "ctx", None)
-        if isinstance(ctx, TorchContext):
+        if isinstance(ctx, TorchBackend):
             seen[id(ctx)] = ctx
     total: Counter[str] = Counter()
     for ctx in seen.values():

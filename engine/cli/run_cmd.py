@@ -16,11 +16,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from engine.cli.parsing import fail, parse_input_value
+from engine.compiled_model import CompiledModel
 from engine.description import Feature
 from engine.exceptions import EngineError
 from engine.images import DEFAULT_MAX_PIXELS, decode_image, image_to_tensor
 from engine.outputs import NO_IMAGE_STEM, output_stems, write_item_outputs
-from engine.runtime import CompiledModel
 
 # Decoding and resizing release the GIL in Pillow, so a few threads keep up with the model.
 _DECODE_THREADS = min(4, os.cpu_count() or 1)
@@ -119,11 +119,11 @@ class _Run:
               help="Directory for the outputs (created if missing).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
               help="A model input: a JSON number or list, or @file.npy (repeat for several).")
-@click.option("--backend", default="numpy", show_default=True,
-              help="Backend to run on: numpy, torch, or auto (torch when it is installed).")
+@click.option("--backend", default="auto", show_default=True,
+              help="Backend to run on: onnxruntime, torch, numpy, or auto (onnxruntime on the CPU, torch on CUDA).")
 @click.option("--device", default="cpu", show_default=True, help="Device for the backend: cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="Compute precision; fp16 needs --backend torch and a CUDA device.")
+              help="Compute precision; fp16 needs a CUDA device (torch or onnxruntime-gpu).")
 @click.option("--plugin", "plugins", multiple=True, envvar="CORRAL_PLUGINS",
               help="Module that registers custom layer/model classes (repeatable; CORRAL_PLUGINS, comma separated).")
 @click.option("--raw", is_flag=True, help="Also write every output as DIR/<stem>.npz.")

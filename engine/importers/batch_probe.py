@@ -24,10 +24,11 @@ ATOL = 1e-4
 
 @dataclass
 class BatchProbe:
-    """``flexible``: batch 2 equals two batch-1 runs; ``batched_outputs``: outputs that carry the batch axis."""
+    """``flexible``: batch 2 equals two batch-1 runs; ``batched_outputs``: the outputs that carry the batch,
+    each with the axis it sits on (0 for most; 1 for a sequence model's ``[T, N, C]``)."""
 
     flexible: bool
-    batched_outputs: set[str] = field(default_factory=set)
+    batched_outputs: dict[str, int] = field(default_factory=dict)
 
 
 def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -73,14 +74,25 @@ def probe_batch(model: Model, shapes: Mapping[str, tuple[int, ...]], dtypes: Map
         both = compiled.run(stacked)
     except Exception:  # noqa: BLE001 - a batch of 2 that fails is the answer: not flexible
         return BatchProbe(flexible=False)
-    batched_outputs: set[str] = set()
+    batched_outputs: dict[str, int] = {}
     for name, a in out1.items():
         a, b, ab = np.asarray(a), np.asarray(out2[name]), np.asarray(both[name])
-        if (a.ndim and a.shape[0] == 1 and ab.shape == (2, *a.shape[1:])
-                and _close(ab[:1], a) and _close(ab[1:], b)):
-            batched_outputs.add(name)
+        axis = _batch_axis(a, b, ab)
+        if axis is not None:
+            batched_outputs[name] = axis
         elif _close(ab, a) and _close(a, b):
             continue  # does not depend on the batched inputs
         else:
             return BatchProbe(flexible=False)
     return BatchProbe(flexible=True, batched_outputs=batched_outputs)
+
+
+def _batch_axis(a: np.ndarray, b: np.ndarray, ab: np.ndarray) -> int | None:
+    """The axis along which ``ab`` (the run of two) stacks ``a`` and ``b`` (the runs of one), if any."""
+    for axis in range(a.ndim):
+        if a.shape[axis] != 1 or ab.shape != (*a.shape[:axis], 2, *a.shape[axis + 1:]):
+            continue
+        first, second = np.split(ab, 2, axis=axis)
+        if _close(first, a) and _close(second, b):
+            return axis
+    return None

@@ -33,7 +33,7 @@ import numpy as np
 
 from engine.description import ColorLayout, Feature, Metadata, ModelDescription, ShapeSpec
 from engine.exceptions import ModelImportError
-from engine.graph import CUSTOM_DOMAIN, Graph, Model
+from engine.graph import CUSTOM_DOMAIN, Graph, Model, Node
 from engine.importers.batch_probe import BatchProbe, probe_batch
 from engine.importers.onnx_features import (
     Range,
@@ -131,10 +131,18 @@ def _read_labels(labels: Sequence[str] | str | os.PathLike[str]) -> list[str]:
     return [str(v) for v in labels]
 
 
-def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions | None = None) -> Model:
-    """Convert an ONNX file (or an ``onnx.ModelProto``) into a corral :class:`Model`."""
-    opts = options or OnnxImportOptions()
-    onnx, proto, where, stem = _load(source)
+def import_graph(source: str | os.PathLike[str] | Any, where: str = "") -> Graph:
+    """Only the graph of an ONNX model, converted and folded as :func:`import_onnx` does it, for a caller that
+    has the model's description already (e.g. a graph onnxruntime's quantizer rewrote)."""
+    onnx, proto, label, _ = _load(source)
+    graph, proto, _ = _convert(onnx, proto, (CUSTOM_DOMAIN,), where or label)
+    weights = set(graph.initializers)
+    inputs = [vi.name for vi in proto.graph.input if vi.name not in weights]
+    return _fold(graph, inputs, [vi.name for vi in proto.graph.output])
+
+
+def _convert(onnx: Any, proto: Any, custom_domains: Sequence[str], where: str) -> tuple[Graph, Any, int]:
+    """(graph, the proto with local functions inlined, its default-domain opset)."""
     opset = default_opset(proto)
     if opset < MIN_OPSET:
         raise ModelImportError(f"{where}: uses ONNX opset {opset}; corral imports opset {MIN_OPSET} and newer "
@@ -143,8 +151,15 @@ def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions
         from onnx import inliner
 
         proto = inliner.inline_local_functions(proto)
-    check_ops(proto.graph.node, opts.custom_domains, where)
-    graph = GraphConverter(onnx, opset, opts.custom_domains, where).convert(proto.graph)
+    check_ops(proto.graph.node, custom_domains, where)
+    return GraphConverter(onnx, opset, custom_domains, where).convert(proto.graph), proto, opset
+
+
+def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions | None = None) -> Model:
+    """Convert an ONNX file (or an ``onnx.ModelProto``) into a corral :class:`Model`."""
+    opts = options or OnnxImportOptions()
+    onnx, proto, where, stem = _load(source)
+    graph, proto, opset = _convert(onnx, proto, opts.custom_domains, where)
 
     weights = set(graph.initializers)
     inputs = [tensor_info(onnx, vi, f"{where}: input") for vi in proto.graph.input if vi.name not in weights]
@@ -166,8 +181,17 @@ def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions
                   for f in model.description.inputs}
         for f in model.description.image_inputs:
             shapes[f.name] = (1, f.shape.default[0], *probe_hw(f.shape))
-        probe = probe_batch(model, shapes, {f.name: np.dtype(f.dtype) for f in model.description.inputs},
-                            candidates)
+        dtypes = {f.name: np.dtype(f.dtype) for f in model.description.inputs}
+        probe = probe_batch(model, shapes, dtypes, candidates)
+        if probe is not None and not probe.flexible:
+            # An exporter may have written the batch of 1 into Reshape shapes: with those dims copied
+            # from the input instead (0), a batch of 2 may equal two runs of 1 after all.
+            unfixed = unfix_batch(model.graph)
+            if unfixed is not None:
+                trial = Model(description=model.description, graph=unfixed)
+                second = probe_batch(trial, shapes, dtypes, candidates)
+                if second is not None and second.flexible:
+                    model.graph, probe = unfixed, second
         # Nothing learned (the model would not run on random inputs): trust a symbolic batch dim.
         flexible = probe.flexible if probe else all(i.dims[0] is None for i in inputs if i.name in candidates)
     model.description = importer.describe(inputs, outputs, batch=(flexible, probe))
@@ -188,6 +212,37 @@ def _check_names(opts: OnnxImportOptions, inputs: list[TensorInfo], outputs: lis
     if opts.class_labels_output and opts.class_labels_output not in output_names:
         raise ModelImportError(f"{where}: class labels output {opts.class_labels_output!r} is not an output; "
                                f"outputs are {output_names}")
+
+
+def unfix_batch(graph: Graph) -> Graph | None:
+    """A copy of ``graph`` whose constant Reshape shapes that start with a literal 1 copy that dim instead
+    (``0``, ONNX's "as in the input"); None when there is no such Reshape.
+
+    Only a guess that the 1 is the batch: the caller keeps the copy only if
+    the batch probe then finds a batch of 2 equal to two runs of 1.
+    """
+    nodes = []
+    initializers = dict(graph.initializers)
+    changed = 0
+    for node in graph.nodes:
+        shape = initializers.get(node.inputs[1]) if node.op_type == "Reshape" and len(node.inputs) > 1 else None
+        if (shape is None or not isinstance(shape, np.ndarray) or shape.ndim != 1 or not shape.size
+                or int(shape[0]) != 1 or int(node.attrs.get("allowzero", 0) or 0)):
+            nodes.append(node)
+            continue
+        fixed = shape.copy()
+        fixed[0] = 0
+        name = f"{node.inputs[1]}__batch"
+        while name in initializers and not np.array_equal(initializers[name], fixed):
+            name += "_"
+        initializers[name] = fixed
+        nodes.append(Node(op_type=node.op_type, inputs=[node.inputs[0], name, *node.inputs[2:]],
+                          outputs=list(node.outputs), name=node.name, attrs=dict(node.attrs), domain=node.domain))
+        changed += 1
+    if not changed:
+        return None
+    used = {i for n in nodes for i in n.inputs}
+    return Graph(nodes=nodes, initializers={k: v for k, v in initializers.items() if k in used})
 
 
 def _fold(graph: Graph, inputs: list[str], outputs: list[str]) -> Graph:
@@ -249,11 +304,13 @@ class _Describer:
         strips_batch = flexible or any(f.kind == "image" for f in features)
         outs = []
         for info in outputs:
+            axis = 0
             if probe is not None and probe.flexible:
                 batched = info.name in probe.batched_outputs
+                axis = probe.batched_outputs.get(info.name, 0) if info.dims is not None else 0
             else:
                 batched = strips_batch and info.dims is not None and len(info.dims) >= 1 and info.dims[0] in (1, None)
-            outs.append(self._output(info, batched))
+            outs.append(self._output(info, batched, axis))
         desc = ModelDescription(inputs=features, outputs=outs, metadata=self._metadata())
         if batch is not None and not flexible and any(f.kind == "image" and f.batched for f in features):
             desc.metadata.user[MAX_BATCH_KEY] = "1"
@@ -296,14 +353,14 @@ class _Describer:
         return feature
 
     # ------------------------------------------------------------ outputs
-    def _output(self, info: TensorInfo, batched: bool) -> Feature:
-        dims = [] if info.dims is None else info.dims[1:] if batched else info.dims
+    def _output(self, info: TensorInfo, batched: bool, axis: int = 0) -> Feature:
+        dims = [] if info.dims is None else info.dims if not batched else [*info.dims[:axis], *info.dims[axis + 1:]]
         if info.name not in self.opts.image_outputs:
             return Feature(name=info.name, kind="array", shape=ShapeSpec(tuple(d or 0 for d in dims)),
-                           dtype=str(info.dtype), batched=batched)
+                           dtype=str(info.dtype), batched=batched, batch_axis=axis if batched else 0)
         where = f"{self.where}: image output {info.name!r}"
         layout, channels = image_layout(info, self.opts.layout_for(info.name), where)
-        if not batched:
+        if not batched or axis:
             raise ModelImportError(f"{where}: has no batch dimension the runtime can strip; an image output "
                                    "must be [N, C, H, W]")
         o = self.opts

@@ -71,7 +71,7 @@ def tensor_to_array(onnx: ModuleType, tensor: Any, where: str) -> np.ndarray:
     except Exception as exc:  # onnx raises assorted types for missing external data
         raise ModelImportError(f"{where}: cannot read its data ({exc}); if the weights live in an external "
                                "data file, import the model from its path so the file is found beside it") from exc
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d tensors 0-d (ascontiguousarray makes them 1-d)
 
 
 def sparse_to_array(onnx: ModuleType, sparse: Any, where: str) -> np.ndarray:

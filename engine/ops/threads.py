@@ -23,9 +23,11 @@ environment (the ``corral`` command sets it from ``--threads`` /
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
@@ -36,6 +38,8 @@ _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _override: int | None = None
+# A run's own budget (the engine's lanes: several runs side by side, each on its share of the threads).
+_budget: contextvars.ContextVar[int | None] = contextvars.ContextVar("corral_thread_budget", default=None)
 
 # BLAS hold: how many callers hold it, and the settings to restore after the last.
 _blas_holders = 0
@@ -51,8 +55,20 @@ def _default_threads() -> int:
 
 
 def num_threads() -> int:
-    """Threads the tiled kernels use."""
-    return _override if _override is not None else _default_threads()
+    """Threads a run may use: the engine's count, or less inside :func:`limited`."""
+    count = _override if _override is not None else _default_threads()
+    budget = _budget.get()
+    return count if budget is None else max(1, min(count, budget))
+
+
+@contextlib.contextmanager
+def limited(count: int) -> Iterator[None]:
+    """Runs inside use at most ``count`` threads (in this thread and the context it was entered in)."""
+    token = _budget.set(max(1, int(count)))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 def set_num_threads(count: int | None) -> None:

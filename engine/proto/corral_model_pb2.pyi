@@ -202,7 +202,7 @@ class FlexibleShape(_message.Message):
     def __init__(self, default_shape: _Optional[_Iterable[int]] = ..., enumerated: _Optional[_Iterable[_Union[Dimensions, _Mapping]]] = ..., ranges: _Optional[_Iterable[_Union[DimRange, _Mapping]]] = ...) -> None: ...
 
 class Feature(_message.Message):
-    __slots__ = ("name", "description", "image", "array", "shape", "default_value", "batched")
+    __slots__ = ("name", "description", "image", "array", "shape", "default_value", "batched", "batch_axis")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class Feature(_message.Message):
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
     BATCHED_FIELD_NUMBER: _ClassVar[int]
+    BATCH_AXIS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     image: ImageType
@@ -217,7 +218,8 @@ class Feature(_message.Message):
     shape: FlexibleShape
     default_value: Tensor
     batched: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., image: _Optional[_Union[ImageType, _Mapping]] = ..., array: _Optional[_Union[ArrayType, _Mapping]] = ..., shape: _Optional[_Union[FlexibleShape, _Mapping]] = ..., default_value: _Optional[_Union[Tensor, _Mapping]] = ..., batched: _Optional[bool] = ...) -> None: ...
+    batch_axis: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., image: _Optional[_Union[ImageType, _Mapping]] = ..., array: _Optional[_Union[ArrayType, _Mapping]] = ..., shape: _Optional[_Union[FlexibleShape, _Mapping]] = ..., default_value: _Optional[_Union[Tensor, _Mapping]] = ..., batched: _Optional[bool] = ..., batch_axis: _Optional[int] = ...) -> None: ...
 
 class Metadata(_message.Message):
     __slots__ = ("name", "version", "author", "license", "description", "user")

@@ -1,7 +1,11 @@
-"""Weight quantization: float16, 1–8-bit linear, 1–8-bit lookup table.
+"""Weight quantization: float16, 1–8-bit linear, 1–8-bit lookup table; and 8-bit compute (``int8``).
 
     from engine.quantize import QuantizeOptions, quantize_model
     small = quantize_model(model, QuantizeOptions(mode="lut", bits=4))
+    fast = quantize_model(model, QuantizeOptions(mode="int8"), calibration=CalibrationSet.from_images(model, files))
+
+``int8`` is not a storage format but a graph that computes in 8 bits
+(:mod:`engine.quantize.int8`); it needs a calibration set.
 
 Which weights are touched is decided in :mod:`engine.quantize.selection`;
 the storage is :class:`engine.tensors.QuantizedTensor` (MSB-first packing).
@@ -18,17 +22,18 @@ import numpy as np
 
 from engine.exceptions import EngineError
 from engine.graph import Graph, Model
+from engine.quantize.calibration import CalibrationSet
 from engine.quantize.fp16 import Float16RangeError, to_float16
 from engine.quantize.linear import linear_quantize
 from engine.quantize.lut import PALETTE_METHODS, PaletteMethod, lut_quantize
 from engine.quantize.selection import Selector, output_channel_axis
 from engine.tensors import Weight
 
-Mode = Literal["fp16", "linear", "lut"]
-MODES: tuple[str, ...] = ("fp16", "linear", "lut")
+Mode = Literal["fp16", "linear", "lut", "int8"]
+MODES: tuple[str, ...] = ("fp16", "linear", "lut", "int8")
 DEFAULT_MIN_SIZE = 1024
 
-__all__ = ["MODES", "PALETTE_METHODS", "Float16RangeError", "QuantizeOptions", "QuantizeReport",
+__all__ = ["MODES", "PALETTE_METHODS", "CalibrationSet", "Float16RangeError", "QuantizeOptions", "QuantizeReport",
            "quantize_model", "quantize_weight"]
 
 
@@ -56,10 +61,19 @@ class QuantizeOptions:
     include_ops: Sequence[str] = ()
     exclude_ops: Sequence[str] = ()
     quantize_params: bool | None = None
+    # int8: how activation ranges are taken from the calibration set (see engine.quantize.int8.METHODS)
+    calibration_method: str = "minmax"
 
     def check(self) -> None:
         if self.mode not in MODES:
             raise EngineError(f"unknown quantization mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode == "int8":
+            from engine.quantize.int8 import METHODS
+
+            if self.calibration_method not in METHODS:
+                raise EngineError(f"unknown calibration method {self.calibration_method!r}; choose one of "
+                                  f"{', '.join(METHODS)}")
+            return
         if self.mode != "fp16" and not 1 <= self.bits <= 8:
             raise EngineError(f"--bits must be 1..8 for {self.mode} quantization, got {self.bits}")
         if self.palette not in PALETTE_METHODS:
@@ -84,7 +98,7 @@ class QuantizeOptions:
                         quantize_params=params)
 
     def label(self) -> str:
-        return "fp16" if self.mode == "fp16" else f"{self.mode}{self.bits}"
+        return self.mode if self.mode in ("fp16", "int8") else f"{self.mode}{self.bits}"
 
 
 @dataclass
@@ -110,10 +124,15 @@ def quantize_weight(values: np.ndarray, options: QuantizeOptions, axis: int = 0,
     return lut_quantize(values, options.bits, method=options.palette, axis=axis, group_size=group)
 
 
-def quantize_model(model: Model, options: QuantizeOptions,
-                   report: QuantizeReport | None = None) -> Model:
-    """A copy of ``model`` with the selected weights quantized; ``model`` is left unchanged."""
+def quantize_model(model: Model, options: QuantizeOptions, report: QuantizeReport | None = None,
+                   calibration: CalibrationSet | None = None) -> Model:
+    """A copy of ``model`` with the selected weights quantized; ``model`` is left unchanged.
+
+    ``int8`` needs ``calibration`` (the other modes ignore it).
+    """
     options.check()
+    if options.mode == "int8":
+        return _int8(model, options, report, calibration)
     selector = options.selector()
     uses = selector.uses(model)
     report = report if report is not None else QuantizeReport()
@@ -133,3 +152,17 @@ def quantize_model(model: Model, options: QuantizeOptions,
     description = copy.deepcopy(model.description)
     description.metadata.user = {**description.metadata.user, "corral.quantization": options.label()}
     return Model(description=description, graph=graph)
+
+
+def _int8(model: Model, options: QuantizeOptions, report: QuantizeReport | None,
+          calibration: CalibrationSet | None) -> Model:
+    from engine.quantize.int8 import quantize_int8
+
+    if calibration is None:
+        raise EngineError(f"int8 computes activations in 8 bits too, so it is made from calibration images: "
+                          f"give some that look like {model.name!r}'s real inputs (--calibration DIR)")
+    errors: dict[str, float] = {}
+    quantized = quantize_int8(model, calibration, options.calibration_method, errors)
+    if report is not None:
+        report.quantized.update(errors)
+    return quantized

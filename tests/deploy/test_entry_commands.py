@@ -160,7 +160,7 @@ def test_the_fleet_comes_up_healthy_from_the_compose_commands(fleet: dict, tiny_
     worker, env = _start_worker(fleet)
     r = redis.Redis.from_url(env["CORRAL_REDIS_URL"])
     (info,) = live_workers(r)
-    assert (info.device, info.backend, info.hostname) == ("cpu", "numpy", socket.gethostname())
+    assert (info.device, info.backend, info.hostname) == ("cpu", "onnxruntime", socket.gethostname())
     # a job through the compose worker, submitted the way the README's host command does
     inputs = make_images(fleet["dirs"]["/data"] / "in", 5)
     out = fleet["dirs"]["/data"] / "out"

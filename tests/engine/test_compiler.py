@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine import ModelBuilder, compile, compiler
+from engine import ModelBuilder, compiler
+from engine import compile as engine_compile
 from engine.compiled_cache import HEADER, cache_key, default_cache_dir, entry_path
 from engine.exceptions import InputError
 from engine.format import digest
 from engine.graph import Model
 
 RNG = np.random.default_rng(11)
+
+# These tests look inside corral's own pipeline: the numpy backend, the reference, runs every pass.
+compile = partial(engine_compile, backend="numpy")
 
 
 def conv_model(sizes: list[tuple[int, int]] | None = None) -> Model:

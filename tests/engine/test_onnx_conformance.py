@@ -9,7 +9,6 @@ with its reason in ``EXCLUDED``). Failures say which stage broke:
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from collections import Counter
 from typing import Any
@@ -28,9 +27,7 @@ from engine.importers import OnnxImportOptions, import_onnx
 from engine.importers.onnx_graph import DEFAULT_DOMAINS, ONNX_TO_NUMPY
 from engine.ops import SUPPORTED_OPS
 from engine.tensors import DTYPE_TO_PROTO
-
-# Backends by name; a new backend joins the suite by being added here.
-BACKENDS = ["numpy"] + (["torch"] if importlib.util.find_spec("torch") is not None else [])
+from tests.engine.backend_names import BACKENDS
 
 RTOL = 1e-3
 ATOL = 1e-5

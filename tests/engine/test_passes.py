@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import numpy as np
 import pytest
 
-from engine import ModelBuilder, compile
+from engine import ModelBuilder
+from engine import compile as engine_compile
 from engine.format import digest
 from engine.graph import Model
 from engine.ops import make_op
@@ -16,6 +18,9 @@ from engine.runtime import Executor
 from engine.tensors import to_float_array
 
 RNG = np.random.default_rng(7)
+
+# These tests look inside corral's own pipeline: the numpy backend, the reference, runs every pass.
+compile = partial(engine_compile, backend="numpy")
 
 
 def run_unoptimized(model: Model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -91,3 +91,26 @@ def test_pipelined_on_cuda_equals_numpy(precision: str) -> None:
         assert g["out"].dtype == np.float32
         np.testing.assert_allclose(g["out"], reference.run(f)["out"], atol=tol, rtol=tol)
     torch.cuda.synchronize()
+
+
+def test_batches_side_by_side_come_back_in_order() -> None:
+    """The onnxruntime CUDA path's overlap (two batches in flight), exercised on the CPU."""
+    import threading
+    import time
+
+    from engine.pipeline import run_side_by_side
+
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def run(feeds):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.02 * (feeds["i"] % 3))  # out-of-order finishes
+        with lock:
+            in_flight[0] -= 1
+        return {"y": feeds["i"] * 2}
+
+    got = [out["y"] for out in run_side_by_side(run, iter([{"i": i} for i in range(9)]), 2)]
+    assert got == [i * 2 for i in range(9)] and most[0] == 2

@@ -62,7 +62,7 @@ def test_fifty_image_job_end_to_end(redis_url: str, r: redis.Redis, worker, tiny
         time.sleep(0.2)
     res = runner.invoke(main, ["workers", "--json", "--redis-url", redis_url])
     [info] = json.loads(res.output)
-    assert info["device"] == "cpu" and info["backend"] == "numpy" and info["warm_models"] == [str(tiny_model)]
+    assert info["device"] == "cpu" and info["backend"] == "onnxruntime" and info["warm_models"] == [str(tiny_model)]
 
 
 def test_concurrent_one_image_jobs_share_batches(redis_url: str, r: redis.Redis, worker, tiny_model: Path,

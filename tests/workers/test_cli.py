@@ -7,11 +7,11 @@ from click.testing import CliRunner
 from scheduler.cli import main
 
 
-def test_fp16_needs_torch_on_a_cuda_device() -> None:
+def test_fp16_needs_a_cuda_device_and_a_gpu_backend() -> None:
     for args in (["--precision", "fp16"], ["--device", "cuda:0", "--backend", "numpy", "--precision", "fp16"]):
         result = CliRunner().invoke(main, ["worker", *args, "--redis-url", "redis://127.0.0.1:1/0"])
         assert result.exit_code == 2, result.output
-        assert "--precision fp16 needs the torch backend on a CUDA device" in result.output
+        assert "--precision fp16 needs a CUDA device with the torch or onnxruntime backend" in result.output
 
 
 def test_sizes_are_parsed_with_units() -> None:

@@ -24,9 +24,15 @@ def test_worker_settings_from_the_environment_with_options_over_them(tmp_path: P
         WorkerSettings.from_env({"CORRAL_METRICS_PORT": "lots"})
 
 
-def test_backend_follows_the_device() -> None:
+def test_backend_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import backends
+
+    assert WorkerSettings(device="cpu").resolved_backend() == "onnxruntime"
+    assert WorkerSettings(device="cpu", backend="numpy").resolved_backend() == "numpy"
+    monkeypatch.setattr(backends, "_gpu_capable", lambda name, device: name == "torch")
     assert WorkerSettings(device="cuda:1").resolved_backend() == "torch"
-    assert WorkerSettings(device="cpu").resolved_backend() == "numpy"
+    monkeypatch.setattr(backends, "_gpu_capable", lambda name, device: name == "onnxruntime")
+    assert WorkerSettings(device="cuda:1").resolved_backend() == "onnxruntime"
     assert WorkerSettings(device="cuda:1").queue == "corral.cuda"
 
 

@@ -44,7 +44,7 @@ TORCH_KERNELS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class KernelOptions:
-    """How a context's kernels compute (compile options, see :class:`engine.backends.torch_backend.TorchContext`).
+    """How a context's kernels compute (compile options, see :class:`engine.backends.torch_backend.TorchBackend`).
 
     ``channels_last``: 2-D convolutions run in channels-last (NHWC) memory,
     weights converted once, and the ops between them (reflect Pad, instance

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from engine import ModelBuilder, compile
 from engine.backends import available_backends, resolve_backend
-from engine.backends.torch_backend import TorchContext, check_device, fallback_counts
+from engine.backends.torch_backend import TorchBackend, check_device, fallback_counts
 from engine.exceptions import BackendError
 
 RNG = np.random.default_rng(7)
@@ -104,7 +104,7 @@ def test_shape_arithmetic_runs_on_host_and_floats_stay_on_device() -> None:
 
 
 def test_boundary_hooks_keep_integers_on_host() -> None:
-    ctx = TorchContext("cpu")
+    ctx = TorchBackend("cpu")
     weights = np.arange(6, dtype=np.float32).reshape(2, 3)
     weights.flags.writeable = False
     t = ctx.to_device(weights)
@@ -173,8 +173,11 @@ def test_device_names() -> None:
             check_device("cuda:0")
 
 
-def test_auto_backend_picks_torch_when_installed() -> None:
+def test_auto_backend_picks_torch_when_onnxruntime_is_missing(monkeypatch) -> None:
+    from engine import backends
+
     assert "torch" in available_backends()
+    monkeypatch.setattr(backends, "installed", lambda name: name != "onnxruntime")
     assert resolve_backend("auto", "cpu") == "torch"
     assert resolve_backend("numpy", "cpu") == "numpy"
     assert compile(classifier_model(), "auto").backend == "torch"

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from engine import ModelBuilder, compile
-from engine.backends.torch_backend import TorchContext
+from engine.backends.torch_backend import TorchBackend
 from engine.backends.torch_ops import KernelOptions
 from engine.backends.torch_ops.buffers import BufferPool
 from engine.backends.torch_ops.norm_pool import instance_norm_nhwc
@@ -50,9 +50,9 @@ def test_options_match_numpy(options) -> None:
 
 
 def test_channels_last_default_is_on_for_the_cpu_and_reaches_the_kernels() -> None:
-    assert TorchContext("cpu").channels_last
-    assert not TorchContext("cpu", channels_last=False).kernel_options.channels_last
-    assert TorchContext("cpu", buffer_pool_mb=0).kernel_options.pool is None
+    assert TorchBackend("cpu").channels_last
+    assert not TorchBackend.create("cpu", channels_last=False).kernel_options.channels_last
+    assert TorchBackend.create("cpu", buffer_pool_mb=0).kernel_options.pool is None
 
 
 def test_unknown_or_mistyped_options_are_refused() -> None:

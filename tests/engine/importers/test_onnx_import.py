@@ -375,16 +375,58 @@ def test_a_fixed_batch_of_one_becomes_flexible_when_the_graph_allows():
     np.testing.assert_allclose(items[1]["y"], both[1], rtol=1e-5, atol=1e-6)
 
 
-def test_a_batch_baked_into_a_reshape_stays_fixed():
-    # Reshape to [1, 256] breaks at batch 2: the array input keeps its full shape, unbatched.
+def test_a_batch_baked_into_a_reshape_is_unfixed_when_the_one_is_the_batch():
+    # Reshape to [1, 256] breaks at batch 2; [0, 256] (the batch copied from the input) does not.
     model = import_onnx(conv_net(1, flatten_shape=[1, 256]))
+    x, y = model.description.input("x"), model.description.output("y")
+    assert x.batched and x.shape.default == (3, 8, 8) and y.batched and y.shape.default == (256,)
+    [reshape] = [n for n in model.graph.nodes if n.op_type == "Reshape"]
+    assert model.graph.initializers[reshape.inputs[1]].tolist() == [0, 256]
+    compiled = compile(model, "numpy")
+    rng = np.random.default_rng(5)
+    items = [{"x": rng.random((3, 8, 8), dtype=np.float32)} for _ in range(3)]
+    for item, got in zip(items, compiled.predict_batch(items)):
+        np.testing.assert_allclose(got["y"], compiled.predict(item)["y"], rtol=1e-5, atol=1e-6)
+
+
+def transposed_net():
+    """x [1, 3, 8, 8] -> Transpose (batch to axis 1) -> Reshape [1, -1]: the 1 is not the batch."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2, 3]),
+             helper.make_node("Reshape", ["t", "flat"], ["y"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", F, [1, 3, 8, 8])],
+                      [helper.make_tensor_value_info("y", F, [1, 192])], [tensor("flat", np.array([1, -1], np.int64))])
+
+
+def test_a_batch_baked_into_a_reshape_stays_fixed_when_the_one_is_not_the_batch():
+    model = import_onnx(transposed_net())
     x, y = model.description.input("x"), model.description.output("y")
     assert not x.batched and x.shape.default == (1, 3, 8, 8)
     assert not y.batched
+    [reshape] = [n for n in model.graph.nodes if n.op_type == "Reshape"]
+    assert model.graph.initializers[reshape.inputs[1]].tolist() == [1, -1]
     # As an image input the batch axis stays, limited to one item per run.
-    model = import_onnx(conv_net(1, flatten_shape=[1, -1]), OnnxImportOptions(image_inputs=["x"]))
+    model = import_onnx(transposed_net(), OnnxImportOptions(image_inputs=["x"]))
     assert model.description.input("x").batched
     assert model.description.metadata.user[MAX_BATCH_KEY] == "1"
+
+
+def sequence_net():
+    """x [N, 4] -> Unsqueeze 0 -> y [1, N, 4]: the batch sits on the output's axis 1 ([T, N, C] logits)."""
+    nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["u"]), helper.make_node("Relu", ["u"], ["y"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", F, ["N", 4])],
+                      [helper.make_tensor_value_info("y", F, [1, "N", 4])], [tensor("axes", np.array([0], np.int64))])
+
+
+def test_an_output_may_carry_the_batch_on_a_later_axis():
+    model = import_onnx(sequence_net())
+    y = model.description.output("y")
+    assert y.batched and y.batch_axis == 1 and y.shape.default == (1, 4)
+    rng = np.random.default_rng(6)
+    items = [{"x": rng.standard_normal(4).astype(np.float32)} for _ in range(3)]
+    for backend in ("numpy", "onnxruntime"):
+        results = compile(model, backend).predict_batch(items)
+        for item, got in zip(items, results):
+            np.testing.assert_array_equal(got["y"], np.maximum(item["x"], 0)[None])
 
 
 def test_symbolic_batch_and_unbatched_vector_inputs():
