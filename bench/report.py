@@ -190,6 +190,23 @@ def _memory(d: dict[str, Any]) -> list[Figure]:
             for c in d["cases"]]
 
 
+def _e2e(d: dict[str, Any]) -> list[Figure]:
+    out = []
+    peers = {"celery": "Celery task per image + onnxruntime", "loop": "plain loop"}
+    for s in d["sets"]:
+        for peer, label in peers.items():
+            where = ("worker started and warmed before its clock" if peer == "celery"
+                     else "session made outside the clock")
+            out.append(Figure(f"corral run (cold) vs {label}, {s['images']} photos at {s['size']}²",
+                              s["corral_img_s"], "img/s", f"{label}, {d.get('threads', '?')} threads ({where})",
+                              s[f"{peer}_img_s"], s[f"vs_{peer}"],
+                              f"target ratio ≥ {s.get('targets', {}).get(peer, '?')}; median of {d['repeats']}: "
+                              f"{s['corral_s']:.2f} s vs {s[f'{peer}_s']:.2f} s"
+                              + (f"; corral's job alone (no start-up) {s['corral_job_img_s']:.1f} img/s"
+                                 if s.get("corral_job_img_s") else "")))
+    return out
+
+
 KNOWN = [
     Benchmark("engine", "engine.py", [], ["--quick"], _engine),
     Benchmark("coldstart", "coldstart.py", [], [], _coldstart),
@@ -197,6 +214,7 @@ KNOWN = [
     Benchmark("torch_backend", "torch_backend.py", [], ["--repeats", "2"], _torch),
     Benchmark("compute_process", "compute_process.py", [], ["--rounds", "2"], _compute_process),
     Benchmark("memory", "memory.py", [], ["--rounds", "2", "--images", "48"], _memory),
+    Benchmark("e2e", "e2e.py", [], ["--quick"], _e2e),
 ]
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +19,7 @@ from engine.backends.base import Backend, RunLayout, cpu_run_items
 from engine.description import Feature, ModelDescription
 from engine.exceptions import EngineError, InputError
 from engine.ops import threads as engine_threads
-from engine.run_tuner import RunTuner, size_class
+from engine.run_tuner import RunTuner, from_json, size_class
 from engine.runtime import Executor
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class CompiledModel:
         # the backend bound to this device and precision (set by the compiler)
         self.backend_context: Backend | None = None
         self.tuner = RunTuner()
+        # where the tuner's decisions are kept between processes (beside the compiled-cache entry), if anywhere
+        self.tuning_path: Path | None = None
 
     @property
     def name(self) -> str:
@@ -157,9 +162,27 @@ class CompiledModel:
             layout = self.tuner.choose(key, layouts)
             started = time.perf_counter()
             self._run_group(prepared, group, layout, max_batch, results)
-            if len(layouts) > 1:
-                self.tuner.record(key, layout, time.perf_counter() - started, len(group))
+            if len(layouts) > 1 and self.tuner.record(key, layout, time.perf_counter() - started, len(group)):
+                self._keep_tuning()
         return results  # type: ignore[return-value]
+
+    def load_tuning(self, path: Path) -> None:
+        """Keep the tuner's decisions in ``path`` from now on, starting from those already there."""
+        self.tuning_path = path
+        try:
+            self.tuner.load(from_json(json.loads(path.read_text())))
+        except (OSError, ValueError):
+            return  # none yet, or unreadable: measured again, then rewritten
+
+    def _keep_tuning(self) -> None:
+        if self.tuning_path is None:
+            return
+        try:
+            tmp = self.tuning_path.with_name(f".{self.tuning_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(self.tuner.to_json()))
+            os.replace(tmp, self.tuning_path)
+        except OSError as exc:
+            log.warning("%s: cannot keep the run tuner's decisions in %s (%s)", self.name, self.tuning_path, exc)
 
     def _layouts(self, items: int, item_elements: int) -> list[RunLayout]:
         if self.backend_context is not None:

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.backends import create_backend
@@ -79,6 +80,7 @@ def compile(model: Model, backend: str = "auto", device: str = "cpu",
             log.warning("%s; recompiling %s", exc, model.name)
         else:
             compiled.stats["load_seconds"] = time.perf_counter() - started
+            compiled.load_tuning(tuning_path(path))
             return compiled
 
     ctx = optimize(model, skip=skip)
@@ -90,6 +92,7 @@ def compile(model: Model, backend: str = "auto", device: str = "cpu",
         compiled.stats["plans_ahead"] = compiled.plan_ahead()
     compiled.stats["compile_seconds"] = time.perf_counter() - started
     if path is not None:
+        compiled.load_tuning(tuning_path(path))
         entry.plans = [p.to_json() for p in compiled.executor.plans.values()]
         entry.stats = {k: v for k, v in compiled.stats.items() if isinstance(v, (int, float, str, bool))}
         try:
@@ -98,6 +101,11 @@ def compile(model: Model, backend: str = "auto", device: str = "cpu",
             log.warning("%s: cannot write the compiled-model cache entry %s (%s); continuing without it",
                         model.name, path, exc)
     return compiled
+
+
+def tuning_path(entry: Path) -> Path:
+    """Where the run tuner's decisions for a compiled-cache entry are kept: beside it."""
+    return entry.with_name(f"{entry.stem}.tuning.json")
 
 
 def _assemble(entry: CompiledEntry, be: Backend, max_plans: int, from_cache: bool) -> CompiledModel:

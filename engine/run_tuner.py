@@ -9,6 +9,11 @@ on the batches that come (round robin, so the machine's noise hits all of
 them alike), then keeps the one with the lowest median time per item for
 that kind of group. Groups are told apart by their items' input shapes and
 by their size, rounded down to a power of two.
+
+What it keeps can be saved (:meth:`RunTuner.to_json`) and given to a later
+tuner (:meth:`RunTuner.load`): the compiled-model cache keeps it beside its
+entry, so a restarted worker, or the next ``corral run``, does not measure
+again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import statistics
 import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.backends.base import RunLayout
 
@@ -55,17 +61,57 @@ class RunTuner:
                 return state.chosen
             return min(state.candidates, key=lambda c: len(state.seconds_per_item.get(c, ())))
 
-    def record(self, key: Hashable, layout: RunLayout, seconds: float, items: int) -> None:
-        """One group of ``items`` ran with ``layout`` in ``seconds``; decides once every candidate has its trials."""
+    def record(self, key: Hashable, layout: RunLayout, seconds: float, items: int) -> bool:
+        """One group of ``items`` ran with ``layout`` in ``seconds``; decides once every candidate has its trials.
+
+        True when this call made the decision.
+        """
         with self._lock:
             state = self._groups.get(key)
             if state is None or state.chosen is not None or layout not in state.candidates:
-                return
+                return False
             state.seconds_per_item.setdefault(layout, []).append(seconds / max(1, items))
             if all(len(state.seconds_per_item.get(c, ())) >= self.trials for c in state.candidates):
                 state.chosen = min(state.candidates, key=lambda c: statistics.median(state.seconds_per_item[c]))
+                return True
+            return False
+
+    def load(self, kept: Sequence[tuple[Hashable, RunLayout, Sequence[RunLayout]]]) -> None:
+        """Take earlier decisions: (kind of group, the layout kept, the candidates it was chosen from)."""
+        with self._lock:
+            for key, layout, candidates in kept:
+                if layout in candidates:
+                    self._groups[key] = _Trials(list(candidates), chosen=layout)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The decisions, for :func:`from_json`; keys must be nests of tuples of str and int."""
+        with self._lock:
+            return [{"key": _plain(k), "chosen": [s.chosen.lanes, s.chosen.per_run],
+                     "candidates": [[c.lanes, c.per_run] for c in s.candidates]}
+                    for k, s in self._groups.items() if s.chosen is not None]
 
     def chosen(self) -> dict[Hashable, RunLayout]:
         """The layouts kept so far, by kind of group."""
         with self._lock:
             return {k: s.chosen for k, s in self._groups.items() if s.chosen is not None}
+
+
+def from_json(data: Any) -> list[tuple[Hashable, RunLayout, list[RunLayout]]]:
+    """Decisions saved by :meth:`RunTuner.to_json`; entries that do not read back are left out."""
+    kept = []
+    for entry in data if isinstance(data, list) else []:
+        try:
+            layouts = [RunLayout(int(a), None if b is None else int(b)) for a, b in entry["candidates"]]
+            chosen = RunLayout(int(entry["chosen"][0]), None if entry["chosen"][1] is None else int(entry["chosen"][1]))
+            kept.append((_hashable(entry["key"]), chosen, layouts))
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return kept
+
+
+def _plain(key: Any) -> Any:
+    return [_plain(k) for k in key] if isinstance(key, (tuple, list)) else key
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key

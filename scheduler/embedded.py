@@ -154,7 +154,7 @@ class EmbeddedFleet:
             raise
         return self
 
-    def wait(self, job: Job, progress: Callable[[JobRecord], None] | None = None, poll: float = 0.2) -> JobRecord:
+    def wait(self, job: Job, progress: Callable[[JobRecord], None] | None = None, poll: float = 0.05) -> JobRecord:
         """Like :meth:`Job.wait`, but fails fast with the worker's log if the worker dies."""
         while True:
             record = job.status()

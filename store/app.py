@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 PACKAGE_TYPE = "application/vnd.corral.model"
 VERSION_HEADER = "X-Corral-Version"
 SHA_HEADER = "X-Corral-Sha256"
+# why a request was refused, for HEAD replies, which have no body (URL-quoted)
+DETAIL_HEADER = "X-Corral-Detail"
 
 
 def _bearer(request: Request) -> str | None:
@@ -87,15 +90,15 @@ def create_app(config: StoreConfig) -> FastAPI:
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return _refusal(str(exc), 404)
 
     @app.exception_handler(UnknownVariantError)
     async def _unknown_variant(request: Request, exc: UnknownVariantError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return _refusal(str(exc), 404)
 
     @app.exception_handler(ModelRefError)
     async def _bad_ref(request: Request, exc: ModelRefError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return _refusal(str(exc), 400)
 
     @app.get("/v1/models", dependencies=[Depends(can_read)])
     def index() -> dict[str, Any]:
@@ -200,6 +203,11 @@ def create_app(config: StoreConfig) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _refusal(detail: str, status: int) -> JSONResponse:
+    """The reason in the body and, for HEAD requests (which carry no body), in a header too."""
+    return JSONResponse({"detail": detail}, status_code=status, headers={DETAIL_HEADER: quote(detail)})
 
 
 def _requested_bytes(range_header: str | None, size: int) -> int:

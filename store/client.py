@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 from typing import Any, Self, TypeVar
 
 import httpx
@@ -238,7 +239,7 @@ def _checked(response: httpx.Response, what: str) -> httpx.Response:
     try:
         detail = response.json().get("detail", response.text)
     except ValueError:
-        detail = response.text
+        detail = response.text or unquote(response.headers.get("X-Corral-Detail", ""))
     raise StoreError(f"model store refused {what}: HTTP {response.status_code}: {detail}", response.status_code)
 
 

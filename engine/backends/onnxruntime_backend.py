@@ -40,13 +40,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime as ort
-from onnx import helper
 
-from engine.backends.base import Backend, Kernel, LoweredGraph, RunLayout
+from engine.backends.base import Backend, Kernel, LoweredGraph, RunLayout, cpu_run_items
 from engine.backends.onnxruntime_session import SegmentKernel, SessionSettings
 from engine.description import Feature
 from engine.exceptions import BackendError, EngineError
-from engine.exporters.onnx import graph_to_onnx, input_dims
 from engine.graph import CUSTOM_DOMAIN, Node
 from engine.ops import make_op
 from engine.ops import threads as engine_threads
@@ -78,8 +76,9 @@ class OnnxRuntimeBackend(Backend):
     PRECISIONS = ("fp32", "fp16")
     OPTIONS: ClassVar[Mapping[str, type]] = {"lanes": int, "spinning": bool}
     # onnxruntime fuses activations into convolutions itself; corral's fused normalizations it takes as
-    # InstanceNormalization, which it has no fusion of its own for (engine.exporters.onnx)
-    SKIP_PASSES = ("fuse_activations",)
+    # InstanceNormalization, which it has no fusion of its own for (engine.exporters.onnx); and quantized
+    # (QDQ) graphs keep their DequantizeLinear weights, which it fuses into its integer kernels
+    SKIP_PASSES = ("fuse_activations", "dequantize_weights")
 
     def __init__(self, device: str, precision: str, options: Mapping[str, Any]) -> None:
         super().__init__(device, precision, options)
@@ -164,10 +163,12 @@ class OnnxRuntimeBackend(Backend):
                  seg_out: list[str], features: Mapping[str, Feature], optimized: bytes | None,
                  on_artifact: Callable[[bytes], None]) -> Kernel:
         if all(name in features for name in seg_in):
-            proto = _segment_model(nodes, constants, seg_in, seg_out, {n: features[n] for n in seg_in}, label)
-            model = self._final(proto, label)
+            def export() -> bytes:  # only when no cached optimized model serves (importing onnx costs 0.4 s)
+                proto = _segment_model(nodes, constants, seg_in, seg_out, {n: features[n] for n in seg_in}, label)
+                return self._final(proto, label)
+
             dtypes = {n: _feature_dtype(features[n]) for n in seg_in}
-            kernel = SegmentKernel(label, model, seg_in, seg_out, dtypes, self.settings, optimized, on_artifact,
+            kernel = SegmentKernel(label, export, seg_in, seg_out, dtypes, self.settings, optimized, on_artifact,
                                    fallback=lambda: self._numpy_segment(label, nodes, constants, seg_in, seg_out))
             try:
                 kernel.prepare()
@@ -220,16 +221,17 @@ class OnnxRuntimeBackend(Backend):
         return max(1, min(threads, asked if asked else MAX_LANES))
 
     def run_layouts(self, items: int, item_elements: int) -> list[RunLayout]:
-        """On the CPU: the whole group in one run first, then one item per run, then each of those on
-        lanes side by side. Which wins depends on the model (small ones stack; large activations
-        leave the caches; thin graphs scale badly over threads), so the tuner measures them."""
+        """On the CPU: one item per run on lanes side by side, then stacked runs on lanes, then both on one
+        lane. Stacked runs hold at most what fits the caches (:func:`cpu_run_items`). Which wins depends on
+        the model (small ones stack; large activations leave the caches; thin graphs scale badly over
+        threads), so the tuner measures them."""
         if self.cuda or items < 2:
             return [RunLayout()]
-        layouts = [RunLayout(1, None), RunLayout(1, 1)]
+        stacked = min(items, cpu_run_items(item_elements))
         lanes = min(self.lane_count(), items)
-        if lanes > 1:
-            layouts += [RunLayout(lanes, None), RunLayout(lanes, 1)]
-        return layouts
+        shapes = [1, stacked] if stacked > 1 else [1]
+        layouts = [RunLayout(lanes, n) for n in shapes] if lanes > 1 else []
+        return layouts + [RunLayout(1, n) for n in shapes]
 
 
 class _TypedOnFirstRun:
@@ -254,12 +256,17 @@ class _TypedOnFirstRun:
         return kernel(arrays)
 
     def _build(self, arrays: list[np.ndarray]) -> Kernel:
+        from onnx import helper
+
+        from engine.exporters.onnx import graph_to_onnx
+
         infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype),
                                                [f"{n}_d{i}" for i in range(a.ndim)])
                  for n, a in zip(self.inputs, arrays)]
         try:
             proto = graph_to_onnx(self.nodes, self.constants, infos, self.outputs, self.label)
-            kernel = SegmentKernel(self.label, self.backend._final(proto, self.label), self.inputs, self.outputs,
+            model = self.backend._final(proto, self.label)
+            kernel = SegmentKernel(self.label, lambda: model, self.inputs, self.outputs,
                                    {n: a.dtype for n, a in zip(self.inputs, arrays)}, self.backend.settings)
             kernel.prepare()
             return kernel
@@ -282,6 +289,10 @@ def _feature_dtype(f: Feature) -> np.dtype:
 
 def _segment_model(nodes: list[Node], constants: Mapping[str, np.ndarray], inputs: list[str], outputs: list[str],
                    features: Mapping[str, Feature], label: str) -> Any:
+    from onnx import helper
+
+    from engine.exporters.onnx import graph_to_onnx, input_dims
+
     infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(_feature_dtype(features[n])),
                                            input_dims(features[n])) for n in inputs]
     try:

@@ -119,8 +119,9 @@ def as_feed(value: Any, dtype: np.dtype | None) -> np.ndarray:
 class SegmentKernel:
     """One segment as a kernel: its inputs in ``inputs`` order, its outputs in ``outputs`` order.
 
-    ``model`` is the segment's ONNX model (serialized); ``optimized`` an
-    earlier optimized form of it, when the cache had one. ``on_artifact``
+    ``model`` makes the segment's ONNX model (serialized), asked only when
+    no session can be built from ``optimized``, an earlier optimized form of
+    it the cache had. ``on_artifact``
     receives onnxruntime's optimized model the first time one is made.
     ``fallback`` makes the same segment on corral's numpy kernels: a run
     onnxruntime fails is run there, and if that works (onnxruntime lacks
@@ -128,12 +129,13 @@ class SegmentKernel:
     segment stays there, with one log line saying why.
     """
 
-    def __init__(self, label: str, model: bytes, inputs: Sequence[str], outputs: Sequence[str],
+    def __init__(self, label: str, model: Callable[[], bytes], inputs: Sequence[str], outputs: Sequence[str],
                  input_dtypes: Mapping[str, np.dtype], settings: SessionSettings,
                  optimized: bytes | None = None, on_artifact: Callable[[bytes], None] | None = None,
                  fallback: Callable[[], Callable[[Sequence[Any]], list[Any]]] | None = None) -> None:
         self.label = label
-        self.model = model
+        self._export = model
+        self._model: bytes | None = None
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.dtypes = [input_dtypes.get(n) for n in self.inputs]
@@ -145,6 +147,13 @@ class SegmentKernel:
         self.make_fallback = fallback
         self.fallback: Callable[[Sequence[Any]], list[Any]] | None = None
         self.fallback_reason = ""
+
+    @property
+    def model(self) -> bytes:
+        """The segment as an ONNX model (made on first use)."""
+        if self._model is None:
+            self._model = self._export()
+        return self._model
 
     def _build(self, threads: int) -> ort.InferenceSession:
         optimized = self.optimized
@@ -165,7 +174,7 @@ class SegmentKernel:
         return session
 
     def held_bytes(self) -> int:
-        return len(self.model) * max(1, self.pool.built)
+        return len(self.optimized or self.model) * max(1, self.pool.built)
 
     def prepare(self, threads: int | None = None) -> None:
         """Build one session now (compile time), so that errors surface before the first run."""

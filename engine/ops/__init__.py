@@ -81,6 +81,9 @@ SUPPORTED_OPS: dict[str, str] = {
     "Gather": "gather",
     "Cast": "cast",
     "Range": "range",
+    # quantization
+    "QuantizeLinear": "quantize_linear",
+    "DequantizeLinear": "quantize_linear",
 }
 
 

@@ -102,10 +102,12 @@ def default_pipeline() -> list[tuple[str, Pass]]:
     from engine.passes.batchnorm_folding import fold_batchnorm
     from engine.passes.constant_folding import fold_constants
     from engine.passes.dead_nodes import drop_dead_nodes
+    from engine.passes.dequantize_weights import dequantize_weights
     from engine.passes.identity_elimination import drop_identities
     from engine.passes.norm_fusion import fuse_mean_variance_norm
 
     return [
+        ("dequantize_weights", dequantize_weights),
         ("fold_constants", fold_constants),
         ("drop_dead_nodes", drop_dead_nodes),
         ("drop_identities", drop_identities),
@@ -116,8 +118,8 @@ def default_pipeline() -> list[tuple[str, Pass]]:
     ]
 
 
-PASS_NAMES = ("fold_constants", "drop_dead_nodes", "drop_identities", "fold_batchnorm", "fuse_norm",
-              "fuse_activations")
+PASS_NAMES = ("dequantize_weights", "fold_constants", "drop_dead_nodes", "drop_identities", "fold_batchnorm",
+              "fuse_norm", "fuse_activations")
 
 
 def optimize(model: Model, skip: Iterable[str] = ()) -> PassContext:

@@ -64,7 +64,7 @@ def test_elementwise_batch_equals_a_predict_loop_exactly(backend: str) -> None:
     assert_same_results(compiled, items, exact=True)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "onnxruntime"])  # its layouts are tuned
 def test_same_shape_items_are_stacked_into_one_run_and_others_run_apart(backend: str) -> None:
     compiled = compile(elementwise_model(), backend)
     items = [{"x": RNG.standard_normal((3, 4, 4)).astype(np.float32)} for _ in range(4)]

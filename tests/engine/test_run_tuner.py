@@ -50,3 +50,22 @@ def test_kinds_of_group_are_tuned_apart() -> None:
 
 def test_size_classes_are_powers_of_two() -> None:
     assert [size_class(n) for n in (1, 2, 3, 4, 7, 8, 15, 16, 100)] == [1, 2, 2, 4, 4, 8, 8, 16, 64]
+
+
+def test_decisions_survive_a_round_trip_and_a_new_tuner_does_not_measure_again() -> None:
+    tuner = RunTuner(trials=1)
+    key = ((("image", (3, 256, 256)),), 8)
+    for _ in range(2):
+        layout = tuner.choose(key, [WHOLE, LANES])
+        tuner.record(key, layout, 1.0 if layout == LANES else 3.0, 8)
+    import json
+
+    from engine.run_tuner import from_json
+
+    saved = json.loads(json.dumps(tuner.to_json()))
+    fresh = RunTuner()
+    fresh.load(from_json(saved))
+    assert fresh.chosen() == {key: LANES}
+    assert fresh.choose(key, [WHOLE, LANES]) == LANES
+    assert fresh.choose(key, [WHOLE, SINGLE]) == WHOLE  # other candidates: measured anew
+    assert from_json([{"key": [1], "chosen": "bad"}, 5]) == []

@@ -199,7 +199,9 @@ def test_run_layouts_offer_lanes_only_for_groups_on_the_cpu(monkeypatch: pytest.
     be = create_backend("onnxruntime", "cpu")
     monkeypatch.setattr(threads, "_override", 2)
     assert len(be.run_layouts(1, 100)) == 1
-    assert {(lay.lanes, lay.per_run) for lay in be.run_layouts(8, 100)} == {(1, None), (1, 1), (2, None), (2, 1)}
+    assert [(lay.lanes, lay.per_run) for lay in be.run_layouts(8, 100)] == [(2, 1), (2, 8), (1, 1), (1, 8)]
+    # stacked runs hold at most what fits the caches: four 3x256x256 items
+    assert [(lay.lanes, lay.per_run) for lay in be.run_layouts(8, 3 * 256 * 256)] == [(2, 1), (2, 4), (1, 1), (1, 4)]
     monkeypatch.setattr(threads, "_override", 1)
     assert {lay.lanes for lay in be.run_layouts(8, 100)} == {1}
 
@@ -217,3 +219,18 @@ def test_zero_d_values_stay_zero_d() -> None:
         got = compile(model, backend).run(feeds)["y"]
         assert got.shape == (2, 4)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_run_tuners_decisions_are_kept_beside_the_compiled_cache_entry(tmp_path: Path) -> None:
+    from engine.compiler import tuning_path
+
+    model = decoder_model()
+    compiled = compile(model, "onnxruntime", cache_dir=tmp_path)
+    items = [{"x": rand(4, 9, 7)} for _ in range(4)]
+    for _ in range(3 * len(compiled.backend_context.run_layouts(4, 4 * 9 * 7))):
+        compiled.predict_batch(items)
+    [kept] = compiled.tuner.chosen().values()
+    [entry] = tmp_path.glob("*.npz")
+    assert tuning_path(entry).is_file()
+    again = compile(model, "onnxruntime", cache_dir=tmp_path)
+    assert again.from_cache and list(again.tuner.chosen().values()) == [kept]

@@ -14,15 +14,17 @@ from engine.ops import make_op
 
 _DTYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
            np.dtype(np.int64): TensorProto.INT64, np.dtype(np.uint8): TensorProto.UINT8,
-           np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.int8): TensorProto.INT8}
+           np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.int8): TensorProto.INT8,
+           np.dtype(np.int32): TensorProto.INT32, np.dtype(np.int16): TensorProto.INT16,
+           np.dtype(np.uint16): TensorProto.UINT16}
 
 
 def ort_run(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any], n_outputs: int = 1,
-            opset: int = 19) -> list[np.ndarray]:
+            opset: int = 19, out_dtypes: Sequence[Any] | None = None) -> list[np.ndarray]:
     """Outputs of a single ``op_type`` node in onnxruntime with 2 intra-op threads; ``None`` inputs are omitted.
 
-    Outputs are declared with the first input's dtype, except a second
-    MaxPool output (its int64 indices).
+    Outputs are declared with ``out_dtypes`` when given, else with the first
+    input's dtype, except a second MaxPool output (its int64 indices).
     """
     names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
     while names and not names[-1]:
@@ -32,6 +34,8 @@ def ort_run(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, 
     graph_inputs = [helper.make_tensor_value_info(n, _DTYPES[np.asarray(x).dtype], None)
                     for n, x in zip(names, inputs) if n]
     out_types = [_DTYPES[np.asarray(inputs[0]).dtype]] + [TensorProto.INT64] * (n_outputs - 1)
+    if out_dtypes is not None:
+        out_types = [_DTYPES[np.dtype(d)] for d in out_dtypes]
     graph_outputs = [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, out_types)]
     model = helper.make_model(helper.make_graph([node], "single", graph_inputs, graph_outputs),
                               opset_imports=[helper.make_opsetid("", opset)])
