@@ -19,8 +19,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 from typing import Any, Self, TypeVar
+from urllib.parse import unquote
 
 import httpx
 from tenacity import (
