@@ -60,6 +60,7 @@ if str(ROOT) not in sys.path:
 from bench._models import FLOAT_MODELS, INT8_MODELS, MODELS, RealModel
 from engine import compile, retain_freed_memory
 from engine.compiled_model import CompiledModel
+from engine.exceptions import BackendError
 from engine.ops import threads as engine_threads
 
 # Warm-up calls at most: the run tuner tries each layout a few times before it keeps one.
@@ -323,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         session = ort_session(model.path, args.threads, args.device)
         for backend in args.backends:
             start = time.perf_counter()
-            compiled = compile(corral_model, backend=backend, device=args.device)
+            try:
+                compiled = compile(corral_model, backend=backend, device=args.device)
+            except BackendError as exc:
+                print(f"  skipping {backend} on {args.device}: {exc}", file=sys.stderr)
+                continue
             compile_s.setdefault(key, {})[compiled.backend] = time.perf_counter() - start
             for batch in args.batches:
                 rows.append(measure(model, compiled, session, batch, args.repeats))

@@ -78,20 +78,26 @@ def _engine(d: dict[str, Any]) -> list[Figure]:
     out = []
     threads = d.get("threads", "?")
     for row in d["rows"]:
-        size, batch, backend = row["size"], row["batch"], row.get("backend", "numpy")
-        ours, ort = batch / row["corral_batch_s"], batch / row["onnxruntime_s"]
-        out.append(Figure(f"multistyle26 {size}², batch {batch}: corral {backend} CPU predict_batch", ours, "img/s",
-                          f"onnxruntime CPU, {threads} threads", ort, ours / ort,
-                          f"max abs diff {row['max_abs_diff']:.1e}"))
-        if batch > 1:
-            loop = batch / row["corral_loop_s"]
-            out.append(Figure(f"multistyle26 {size}², batch {batch}: {backend} predict_batch vs for-loop of predict",
-                              ours, "img/s", "for-loop of predict", loop, ours / loop))
-        gemm = d.get("gemm_gflops_per_s")
-        if gemm and batch == 1:
-            out.append(Figure(f"multistyle26 {size}²: {backend} convolution rate", row["conv_gflops_per_s"],
-                              "GFLOP/s", "numpy float32 GEMM on this machine", gemm,
-                              row["conv_gflops_per_s"] / gemm))
+        batch, backend = row["batch"], row["backend"]
+        ours, ort = batch / row["corral_s"], batch / row["onnxruntime_s"]
+        runs = "one run" if row.get("peer_runs", 1) == 1 else f"{row['peer_runs']} runs"
+        out.append(Figure(f"{row['title']}, batch {batch}: corral ({backend}) predict_batch", ours, "img/s",
+                          f"onnxruntime on the file, {threads} threads, {runs}", ort, ours / ort,
+                          f"max abs diff {row['max_abs_diff']:.1e}; layout: {row['layout']}"))
+    for backend, value in d.get("geomean", {}).items():
+        rows = sum(1 for r in d["rows"] if r["backend"] == backend)
+        out.append(Figure(f"geometric mean over {rows} rows ({backend})", value, "×", "target (issue 16)", 1.15,
+                          value / 1.15, f"lowest row {d['lowest'][backend]:.2f}× (target ≥ 1.0)"))
+    for row in d.get("int8_rows", []):
+        quality = (f"top-1 agreement {row['top1_agreement']:.1%}" if "top1_agreement" in row
+                   else f"output SNR {row['snr_db']:.1f} dB")
+        verdict = "" if row["vs_float"] > 1 else "; 8 bits do not pay here"
+        out.append(Figure(f"{row['title']}, batch {row['batch']}: int8 variant on corral ({row['backend']})",
+                          row["batch"] / row["int8_s"], "img/s", "float onnxruntime on the file",
+                          row["batch"] / row["onnxruntime_s"], row["vs_onnxruntime"],
+                          f"{row['vs_float']:.2f}× corral's float compile; {quality} on "
+                          f"{row['evaluation_items']} photos; {row['float_bytes'] / row['int8_bytes']:.2f}× smaller"
+                          f"{verdict}"))
     return out
 
 
