@@ -1,5 +1,5 @@
 # One image for the store and the workers (`corral store serve`, `corral worker`).
-#   docker build -t corral .                          # numpy backend (CPU)
+#   docker build -t corral .                          # onnxruntime backend (CPU), numpy as the reference
 #   docker build -t corral-gpu --build-arg EXTRAS=torch .   # adds torch (its wheels bring CUDA)
 FROM python:3.11-slim
 
