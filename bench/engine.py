@@ -140,7 +140,7 @@ def wait_for_idle_cpu(fraction: float = IDLE_FRACTION, limit_s: float = IDLE_WAI
 
 
 # Each timed sample is a burst of back-to-back calls lasting about this long: a worker runs batch after batch,
-# and a lone call after an idle pause pays for waking the cores (25-40 % slower here, and noisier).
+# and a lone call after an idle pause pays for waking the cores (slower, and noisier).
 BURST_S = 0.4
 
 

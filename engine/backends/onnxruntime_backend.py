@@ -20,8 +20,9 @@ Options (``compile(..., backend_options={...})``, see ``OPTIONS``):
 * ``lanes``: the most runs side by side on the CPU for one batch (0: as
   many as the threads allow, at most 2); 1 turns lanes off.
 * ``spinning``: onnxruntime's intra-op threads spin between parallel
-  sections (default on: 20-30 % faster runs at batch 1 here; a worker that
-  decodes and writes on the same cores may turn it off).
+  sections (default on, as onnxruntime's own default: faster runs, CPU burnt
+  while waiting; a process that does other work on the same cores may turn
+  it off).
 
 GPU: with onnxruntime-gpu, ``cuda:N`` uses the CUDA execution provider
 (copies off the compute stream, so a batch's upload overlaps the previous
@@ -163,7 +164,7 @@ class OnnxRuntimeBackend(Backend):
                  seg_out: list[str], features: Mapping[str, Feature], optimized: bytes | None,
                  on_artifact: Callable[[bytes], None]) -> Kernel:
         if all(name in features for name in seg_in):
-            def export() -> bytes:  # only when no cached optimized model serves (importing onnx costs 0.4 s)
+            def export() -> bytes:  # only when no cached optimized model serves: importing onnx is slow
                 proto = _segment_model(nodes, constants, seg_in, seg_out, {n: features[n] for n in seg_in}, label)
                 return self._final(proto, label)
 

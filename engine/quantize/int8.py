@@ -11,12 +11,12 @@ numpy and torch backends run the same graph with the weights dequantized
 at compile and the activation pairs as fake quantization, so every backend
 computes the same function.
 
-Why static and uint8 activations (measured here, onnxruntime 1.32, 2
-threads, ``bench/engine.py --int8``): static QDQ ran ddddocr's YOLOX
-detector 1.67x and a ResNet-18 classifier 2.55x faster than float, while
-dynamic quantization (ConvInteger, activations quantized per run) ran
-0.6-0.9x, and int8 activations with int8 weights 0.5x (x86 has no fast
-s8s8 path). Models whose layers run between quantized ops in float
+Why static and uint8 activations (measured here with onnxruntime 1.32 on
+2 threads; the figures are in BENCHMARKS.md, ``bench/engine.py``): static
+QDQ beat float on ddddocr's YOLOX detector and a ResNet-18 classifier,
+while dynamic quantization (ConvInteger, activations quantized per run)
+was slower than float, and int8 activations with int8 weights slower still
+(x86 has no fast s8s8 path). Models whose layers run between quantized ops in float
 (MobileNetV3's HardSwish: a DequantizeLinear and QuantizeLinear around each)
 get slower, not faster: ``corral model compare`` measures and says so.
 
