@@ -157,6 +157,9 @@ def make_app(config: QueueConfig | None = None) -> Celery:
             "unacked_restore_interval": sweep,
             "unacked_restore_throttle": 1,
             "unacked_mutex_expire": 3 * sweep,
+            # how long one BRPOP waits for a message: a stopping worker reads the reply of the one in flight
+            # first, so this bounds its shutdown (kombu's default, 1 s, cost `corral run` 0.2-0.5 s per run)
+            "polling_interval": 0.1,
         },
     )
     if urlsplit(config.redis_url).scheme == "redis":  # rediss:// and sentinel:// keep kombu's own transport

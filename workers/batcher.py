@@ -106,6 +106,7 @@ class Batcher:
         self._decoding = 0
         self._draining = False
         self._stopped = False
+        self._closing = threading.Event()  # set by close(); the status refresher waits on it between rounds
         self._in_flight = 0  # batches handed to the models and not yet returned
         self._depth = max(1, models.batches_in_flight)
         # With room for two batches in the models, a second thread hands over the next full batch while one runs.
@@ -399,7 +400,7 @@ class Batcher:
                         self.note_status(job_id, None if status is None else JobStatus(keys.text(status)))
                 except redis.RedisError:
                     log.debug("could not refresh job statuses", exc_info=True)
-            time.sleep(every)
+            self._closing.wait(every)  # close() sets it: a stopping worker does not wait out the interval
 
     def note_status(self, job_id: str, status: JobStatus | None, ttl: float = 0.5) -> None:
         """A job's status just read from Redis (by the chunk task), so that the next checks need no round trip."""
@@ -422,6 +423,7 @@ class Batcher:
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop: items not yet decoding are handed back; those decoding or grouped still run."""
+        self._closing.set()
         with self._cond:
             self._stopped = True
             handed_back = [e[2] for e in self._intake]

@@ -15,6 +15,7 @@ import re
 
 import click
 from celery import signals
+from kombu.asynchronous import get_event_loop
 
 from engine.backends import BACKENDS
 from engine.exceptions import EngineError
@@ -128,6 +129,11 @@ def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_
 
     def on_shutdown(**_: object) -> None:
         runtime.drain()
+        # Wake the consumer's event loop: it notices the shutdown only when its poll returns, which with
+        # nothing to read is up to a second later (0.4 s on average, measured from `corral run`).
+        loop = get_event_loop()
+        if loop is not None:
+            loop.call_soon(lambda: None)
 
     signals.worker_shutting_down.connect(on_shutdown, weak=False)
     try:
