@@ -82,6 +82,8 @@ class Backend:
     SKIP_PASSES: ClassVar[tuple[str, ...]] = ()
     # Whether values between nodes live on a device (to_device / to_host move them across).
     DEVICE_VALUES: ClassVar[bool] = False
+    # How to get a CUDA device for this backend, for the message refusing fp16 on the CPU.
+    CUDA_HINT: ClassVar[str] = "on a GPU machine"
 
     def __init__(self, device: str, precision: str, options: Mapping[str, Any]) -> None:
         self.device = device
@@ -116,10 +118,16 @@ class Backend:
 
     @classmethod
     def check_precision(cls, precision: str, device: str) -> None:
+        """One of :attr:`PRECISIONS`; fp16 only on a CUDA device (a CPU run never reports half-precision
+        numbers it did not compute)."""
         if precision not in cls.PRECISIONS:
-            only = "float32 only" if cls.PRECISIONS == ("fp32",) else " or ".join(cls.PRECISIONS)
-            raise BackendError(f"the {cls.NAME} backend computes in {only}, not {precision!r}; "
-                               "use --backend torch or onnxruntime with a CUDA device for fp16")
+            if cls.PRECISIONS == ("fp32",):
+                raise BackendError(f"the {cls.NAME} backend computes in float32 only, not {precision!r}; "
+                                   "use --backend torch or onnxruntime with a CUDA device for fp16")
+            raise BackendError(f"precision {precision!r} is unknown; choose one of {', '.join(cls.PRECISIONS)}")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise BackendError(f"precision fp16 needs a CUDA device; on the CPU the {cls.NAME} backend computes in "
+                               f"float32 (use --precision fp32, or --device cuda:N {cls.CUDA_HINT})")
 
     @classmethod
     def create(cls, device: str = "cpu", precision: str = "fp32", **options: Any) -> Backend:

@@ -80,6 +80,7 @@ class OnnxRuntimeBackend(Backend):
     # InstanceNormalization, which it has no fusion of its own for (engine.exporters.onnx); and quantized
     # (QDQ) graphs keep their DequantizeLinear weights, which it fuses into its integer kernels
     SKIP_PASSES = ("fuse_activations", "dequantize_weights")
+    CUDA_HINT = "with onnxruntime-gpu"
 
     def __init__(self, device: str, precision: str, options: Mapping[str, Any]) -> None:
         super().__init__(device, precision, options)
@@ -98,9 +99,11 @@ class OnnxRuntimeBackend(Backend):
     @classmethod
     def check_device(cls, device: str) -> str:
         name = (device or "cpu").strip().lower()
-        if name in ("cpu", "auto") and not (name == "auto" and cls.has_cuda()):
+        if name == "auto":
+            name = "cuda" if cls.has_cuda() else "cpu"
+        if name == "cpu":
             return "cpu"
-        if name == "auto" or name == "cuda" or name.startswith("cuda:"):
+        if name == "cuda" or name.startswith("cuda:"):
             if not cls.has_cuda():
                 raise BackendError(f"device {device!r}: this onnxruntime ({ort.__version__}) has no CUDA execution "
                                    "provider; install onnxruntime-gpu (corral's 'gpu' extra) on a GPU machine")
@@ -113,14 +116,6 @@ class OnnxRuntimeBackend(Backend):
     @staticmethod
     def has_cuda() -> bool:
         return "CUDAExecutionProvider" in ort.get_available_providers()
-
-    @classmethod
-    def check_precision(cls, precision: str, device: str) -> None:
-        if precision not in cls.PRECISIONS:
-            raise BackendError(f"precision {precision!r} is unknown; choose one of {', '.join(cls.PRECISIONS)}")
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise BackendError("precision fp16 needs a CUDA device; on the CPU the onnxruntime backend computes "
-                               "in float32 (use --precision fp32, or --device cuda:N with onnxruntime-gpu)")
 
     def cache_tag(self) -> str:
         return f"onnxruntime={ort.__version__};cpu={_cpu_fingerprint()}"

@@ -126,14 +126,6 @@ class TorchBackend(Backend):
         return check_device(device)
 
     @classmethod
-    def check_precision(cls, precision: str, device: str) -> None:
-        if precision not in cls.PRECISIONS:
-            raise BackendError(f"precision {precision!r} is unknown; choose one of {', '.join(cls.PRECISIONS)}")
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise BackendError("precision fp16 needs a CUDA device; on the CPU the torch backend computes in "
-                               "float32 (use --precision fp32, or --device cuda:N on a GPU machine)")
-
-    @classmethod
     def create(cls, device: str = "cpu", precision: str = "fp32", **options: Any) -> TorchBackend:
         return cls(device, precision, options)
 
