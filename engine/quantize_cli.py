@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.exceptions import EngineError
-from engine.graph import Model
 from engine.quantize.calibration import CalibrationSet
 
 if TYPE_CHECKING:
@@ -84,7 +83,12 @@ def quantize(src: Path, dst: Path, mode: str, bits: int, granularity: str | None
     started = time.perf_counter()
     try:
         model = load(src)
-        calibration_set = _calibration(model, calibration, inputs) if mode == "int8" else None
+        calibration_set = None
+        if mode == "int8" and calibration is not None:
+            from engine.cli.parsing import parse_input_value
+
+            feeds = dict(parse_input_value(text, model.description) for text in inputs)
+            calibration_set = CalibrationSet.from_source(model, calibration, feeds)
         small = quantize_model(model, options, report, calibration_set)
         save(small, dst)
     except EngineError as exc:
@@ -104,18 +108,6 @@ def quantize(src: Path, dst: Path, mode: str, bits: int, granularity: str | None
             console.print(f"  kept {name}: {reason}")
     if report.count == 0:
         console.print("[yellow]no weight matched the selection; the package is unchanged apart from metadata[/]")
-
-
-def _calibration(model: Model, source: Path | None, inputs: tuple[str, ...]) -> CalibrationSet | None:
-    """The calibration set for ``model`` from a directory of images or a saved ``.npz`` (None: no source)."""
-    from engine.cli.parsing import parse_input_value
-    from engine.compare import image_files
-    if source is None:
-        return None
-    if source.is_file():
-        return CalibrationSet.load(source)
-    feeds = dict(parse_input_value(text, model.description) for text in inputs)
-    return CalibrationSet.from_images(model, image_files(source), feeds)
 
 
 @click.command()

@@ -73,35 +73,25 @@ def _client(url: str | None, token_file: Path | None):  # type: ignore[no-untype
     return StoreClient(url or DEFAULT_URL, _token(token_file))
 
 
-_calibration_options = [
-    click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
-                 help="Images like the real inputs (a directory), or a calibration .npz, for the int8 variant."),
-    click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
-                 help="With --calibration: a non-image input for every calibration item (JSON or @file.npy)."),
-]
-
-
-def _with_calibration_options(fn):  # type: ignore[no-untyped-def]
-    for option in reversed(_calibration_options):
-        fn = option(fn)
-    return fn
-
-
 def _calibration_bytes(package: Path, source: Path, inputs: tuple[str, ...]) -> bytes:
     """The calibration set for ``package``'s model from images or a saved .npz, as the bytes the store keeps."""
+    from engine.cli.parsing import parse_input_value
     from engine.format import load
-    from engine.quantize_cli import _calibration
+    from engine.quantize import CalibrationSet
 
-    found = _calibration(load(package), source, inputs)
-    assert found is not None
-    return found.to_bytes()
+    model = load(package)
+    feeds = dict(parse_input_value(text, model.description) for text in inputs)
+    return CalibrationSet.from_source(model, source, feeds).to_bytes()
 
 
 @store.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--name", required=True, help="Model name (1-64 of A-Z a-z 0-9 . _ -).")
 @click.option("--version", "version", type=int, default=None, help="Version number (default: the next one).")
-@_with_calibration_options
+@click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Images like the real inputs (a directory), or a calibration .npz, for the int8 variant.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+              help="With --calibration: a non-image input for every calibration item (JSON or @file.npy).")
 @_url
 @_root
 @_token_file

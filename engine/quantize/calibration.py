@@ -83,6 +83,17 @@ class CalibrationSet:
 
     # ------------------------------------------------------------ building
     @classmethod
+    def from_source(cls, model: Model, source: str | os.PathLike[str], inputs: Mapping[str, np.ndarray] | None = None,
+                    max_items: int = DEFAULT_MAX_ITEMS) -> CalibrationSet:
+        """A saved set (a ``.npz`` file), or one made from a directory of images (:meth:`from_images`)."""
+        from engine.compare import image_files
+
+        source = Path(source)
+        if source.is_file():
+            return cls.load(source)
+        return cls.from_images(model, image_files(source), inputs, max_items)
+
+    @classmethod
     def from_images(cls, model: Model, images: Sequence[str | os.PathLike[str]],
                     inputs: Mapping[str, np.ndarray] | None = None,
                     max_items: int = DEFAULT_MAX_ITEMS) -> CalibrationSet:
