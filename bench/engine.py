@@ -227,8 +227,7 @@ def measure(model: RealModel, compiled: CompiledModel, session: Any, batch: int,
             "peer_runs": len(feeds)}
 
 
-def quality(model: RealModel, reference: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]],
-            name: str) -> dict[str, float]:
+def quality(reference: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], name: str) -> dict[str, float]:
     """Top-1 agreement for a classifier (a flat score vector per image), else the output's SNR in dB."""
     ref = [np.asarray(r[name], np.float64) for r in reference]
     out = [np.asarray(g[name], np.float64) for g in got]
@@ -260,7 +259,7 @@ def measure_int8(model: RealModel, batches: list[int], repeats: int, threads: in
     session = ort_session(model.path, threads)
     evaluation = model.items(model.photos(32, seed=2))
     name = compiled_float.description.outputs[0].name
-    figures = quality(model, compiled_float.predict_batch(evaluation), compiled_int8.predict_batch(evaluation), name)
+    figures = quality(compiled_float.predict_batch(evaluation), compiled_int8.predict_batch(evaluation), name)
     sizes = {"float_bytes": len(dumps(float_model)), "int8_bytes": len(dumps(int8_model))}
     rows = []
     for batch in batches:
