@@ -67,7 +67,8 @@ def compile(model: Model, backend: str = "auto", device: str = "cpu",
         return compile_custom_model(model, be.NAME, device, digest, plugins)
     skip = sorted(set(skip_passes) | set(be.SKIP_PASSES))
     options = ",".join(skip) + (f";precision={precision}" if precision != "fp32" else "")
-    options += "".join(f";{k}={given[k]}" for k in sorted(given)) + (f";{be.cache_tag()}" if be.cache_tag() else "")
+    tag = be.cache_tag()
+    options += "".join(f";{k}={given[k]}" for k in sorted(given)) + (f";{tag}" if tag else "")
     path = entry_path(cache_dir, digest, be.NAME, device, options) if cache_dir is not None else None
     if path is not None and path.exists():
         try:

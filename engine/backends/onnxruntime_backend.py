@@ -37,6 +37,7 @@ import hashlib
 import logging
 import platform
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,6 +59,7 @@ SEGMENT_DOMAIN = "corral.onnxruntime"
 MAX_LANES = 2
 
 
+@cache
 def _cpu_fingerprint() -> str:
     """The CPU's model and flags: onnxruntime's optimized models may use this CPU's instruction set."""
     text = platform.machine()
