@@ -1,12 +1,12 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and pip:
 #   make demo   - run the main job on the embedded default
-#   make test   - run the test suite (what CI runs)
+#   make test   - run the test suite (CI runs it, then `make typecheck`: mypy over the four packages)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-EXTRAS ?= onnx,demo,test,bench,torch
+EXTRAS ?= onnx,demo,test,bench,torch,typecheck
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test typecheck bench venv clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+typecheck: venv
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/python bench/engine.py

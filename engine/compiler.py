@@ -57,24 +57,24 @@ def compile(model: Model, backend: str = "auto", device: str = "cpu",
     the cache key, and a backend without such options refuses them.
     """
     given = {k: v for k, v in (backend_options or {}).items() if v is not None}
-    be = create_backend(backend, device, precision, given)
-    device = be.device
+    bound = create_backend(backend, device, precision, given)
+    device = bound.device
     model.validate()
     started = time.perf_counter()
     digest = model_digest(model)
     check_implementations(model, plugins)
     if model.description.custom_model:
-        return compile_custom_model(model, be.NAME, device, digest, plugins)
-    skip = sorted(set(skip_passes) | set(be.SKIP_PASSES))
+        return compile_custom_model(model, bound.NAME, device, digest, plugins)
+    skip = sorted(set(skip_passes) | set(bound.SKIP_PASSES))
     options = ",".join(skip) + (f";precision={precision}" if precision != "fp32" else "")
-    tag = be.cache_tag()
+    tag = bound.cache_tag()
     options += "".join(f";{k}={given[k]}" for k in sorted(given)) + (f";{tag}" if tag else "")
-    path = entry_path(cache_dir, digest, be.NAME, device, options) if cache_dir is not None else None
+    path = entry_path(cache_dir, digest, bound.NAME, device, options) if cache_dir is not None else None
     if path is not None and path.exists():
         try:
-            entry = read_entry(path, digest, be.NAME, device, options)
+            entry = read_entry(path, digest, bound.NAME, device, options)
             try:
-                compiled = _assemble(entry, be, max_plans, from_cache=True)
+                compiled = _assemble(entry, bound, max_plans, from_cache=True)
             except EngineError as exc:  # e.g. an attribute a kernel rejects
                 raise CompiledCacheError(f"compiled model {path}: corrupt entry ({exc})") from None
         except CompiledCacheError as exc:
@@ -86,9 +86,9 @@ def compile(model: Model, backend: str = "auto", device: str = "cpu",
 
     ctx = optimize(model, skip=skip)
     stats: dict[str, Any] = dict(ctx.stats)
-    entry = CompiledEntry(digest=digest, backend=be.NAME, device=device, options=options,
+    entry = CompiledEntry(digest=digest, backend=bound.NAME, device=device, options=options,
                           description=model.description, nodes=ctx.nodes, constants=ctx.constants, stats=stats)
-    compiled = _assemble(entry, be, max_plans, from_cache=False)
+    compiled = _assemble(entry, bound, max_plans, from_cache=False)
     if plan_ahead:
         compiled.stats["plans_ahead"] = compiled.plan_ahead()
     compiled.stats["compile_seconds"] = time.perf_counter() - started
@@ -109,7 +109,7 @@ def tuning_path(entry: Path) -> Path:
     return entry.with_name(f"{entry.stem}.tuning.json")
 
 
-def _assemble(entry: CompiledEntry, be: Backend, max_plans: int, from_cache: bool) -> CompiledModel:
+def _assemble(entry: CompiledEntry, bound: Backend, max_plans: int, from_cache: bool) -> CompiledModel:
     """The backend's kernels for the entry's graph (pre-packed where it can), wrapped in a CompiledModel.
 
     Artifacts the backend makes while lowering (onnxruntime's optimized
@@ -117,16 +117,16 @@ def _assemble(entry: CompiledEntry, be: Backend, max_plans: int, from_cache: boo
     """
     desc: ModelDescription = entry.description
     outputs = [f.name for f in desc.outputs]
-    lowered = be.lower(entry.nodes, entry.constants, desc.inputs, outputs,
-                       lambda node: build_layer_kernel(node, entry.constants, be), entry.artifacts)
+    lowered = bound.lower(entry.nodes, entry.constants, desc.inputs, outputs,
+                          lambda node: build_layer_kernel(node, entry.constants, bound), entry.artifacts)
     for key, artifact in lowered.artifacts.items():
         entry.artifacts.setdefault(key, artifact)
-    hooks: dict[str, Any] = {"to_device": be.to_device, "to_host": be.to_host} if be.DEVICE_VALUES else {}
+    hooks: dict[str, Any] = {"to_device": bound.to_device, "to_host": bound.to_host} if bound.DEVICE_VALUES else {}
     executor = Executor(lowered.nodes, lowered.kernels, {k: entry.constants[k] for k in lowered.constants},
-                        outputs, max_plans=max_plans, run_context=be.run_context, **hooks)
+                        outputs, max_plans=max_plans, run_context=bound.run_context, **hooks)
     # Pack from the executor's own weight objects: kernels may key their packed
     # form on the identity of the array they are later called with.
-    prepacked = sum(bool(be.prepack(node, kernel, executor.constants))
+    prepacked = sum(bool(bound.prepack(node, kernel, executor.constants))
                     for node, kernel in zip(lowered.nodes, lowered.kernels))
     for data in entry.plans:
         try:
@@ -135,7 +135,7 @@ def _assemble(entry: CompiledEntry, be: Backend, max_plans: int, from_cache: boo
             log.warning("%s: ignoring an unreadable stored plan (%s)", desc.metadata.name or "model", exc)
     stats = dict(entry.stats)
     stats["weights_prepacked"] = prepacked
-    compiled = CompiledModel(desc, executor, backend=be.NAME, device=entry.device, digest=entry.digest,
+    compiled = CompiledModel(desc, executor, backend=bound.NAME, device=entry.device, digest=entry.digest,
                              from_cache=from_cache, stats=stats)
-    compiled.backend_context = be  # the bound backend (engine.pipeline and predict_batch read it)
+    compiled.backend_context = bound  # the bound backend (engine.pipeline and predict_batch read it)
     return compiled

@@ -327,8 +327,11 @@ def _compiled_model_class() -> type:
                 results += [{k: np.asarray(v) for k, v in out.items()} for out in outs]
             return results
 
-        def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            """Graph-style call: batched inputs are split into items, results stacked again."""
+        def run(self, feeds: Mapping[str, Any], keep_on_device: bool = False) -> dict[str, np.ndarray]:
+            """Graph-style call: batched inputs are split into items, results stacked again.
+
+            The class returns host arrays, so ``keep_on_device`` changes nothing.
+            """
             batched = [f for f in self.description.inputs if f.batched and f.name in feeds]
             count = len(feeds[batched[0].name]) if batched else 1
             items = [{k: (v[i] if any(f.name == k for f in batched) else v) for k, v in feeds.items()}

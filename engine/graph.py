@@ -6,12 +6,13 @@ import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from engine.description import ModelDescription
 from engine.exceptions import ModelFormatError, UnsupportedOpError
+from engine.op_table import is_supported
 from engine.tensors import Weight, storage_kind, stored_nbytes
 
 AttrValue = int | float | str | np.ndarray | list[int] | list[float] | list[str]
@@ -30,6 +31,39 @@ class Node:
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
+
+    @overload
+    def int_attr(self, name: str, default: int) -> int: ...
+    @overload
+    def int_attr(self, name: str, default: None = None) -> int | None: ...
+    def int_attr(self, name: str, default: int | None = None) -> int | None:
+        """Attribute ``name`` as an int, ``default`` when the node has none."""
+        return int(self._single(name)) if name in self.attrs else default
+
+    @overload
+    def float_attr(self, name: str, default: float) -> float: ...
+    @overload
+    def float_attr(self, name: str, default: None = None) -> float | None: ...
+    def float_attr(self, name: str, default: float | None = None) -> float | None:
+        """Attribute ``name`` as a float, ``default`` when the node has none."""
+        if name in self.attrs:
+            return float(self._single(name))
+        return None if default is None else float(default)
+
+    def ints_attr(self, name: str) -> list[int] | None:
+        """Attribute ``name`` (a list or a 1-D tensor) as a list of ints, None when the node has none."""
+        if name not in self.attrs:
+            return None
+        value = self.attrs[name]
+        if isinstance(value, int | float | str):
+            raise TypeError(f"attribute {name!r} must be a list, got {value!r}")
+        return [int(v) for v in value]
+
+    def _single(self, name: str) -> int | float | str | np.ndarray:
+        value = self.attrs[name]
+        if isinstance(value, list):
+            raise TypeError(f"attribute {name!r} must be a single value, got a list")
+        return value
 
     @property
     def label(self) -> str:
@@ -137,8 +171,6 @@ class Model:
         return sorted({n.op_type for n in self.graph.nodes if n.domain == "custom"})
 
     def unsupported_ops(self) -> dict[str, list[str]]:
-        from engine.ops import is_supported
-
         missing: dict[str, list[str]] = defaultdict(list)
         for n in self.graph.nodes:
             if n.domain == "custom":

@@ -127,7 +127,8 @@ def write_item_outputs(out_dir: str | os.PathLike[str], stem: str, outputs: Mapp
     if raw:
         path = out / f"{stem}.npz"
         buf = io.BytesIO()
-        np.savez(buf, **{name: np.asarray(v) for name, v in outputs.items()})
+        arrays = {name: np.asarray(v) for name, v in outputs.items()}
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: names as kwargs
         atomic_write(path, buf.getvalue())
         written.append(path)
     return written

@@ -47,12 +47,12 @@ INPLACE_KERNELS: dict[str, Callable[..., np.ndarray]] = {
 
 @dataclass
 class Step:
-    """One kernel call: reads ``inputs`` slots, writes ``outputs`` slots, then frees ``release``."""
+    """One kernel call: reads ``inputs`` slots, writes ``outputs`` slots, then frees the ``frees`` slots."""
 
     kernel: Kernel
     inputs: list[str]
     outputs: list[str]
-    release: list[str] = field(default_factory=list)
+    frees: list[str] = field(default_factory=list)
     inplace: Callable[..., np.ndarray] | None = None
 
 
@@ -143,9 +143,9 @@ class Executor:
         keep = set(self.outputs) | set(self.constants)
         self.steps: list[Step] = []
         for idx, (node, kernel) in enumerate(zip(nodes, kernels)):
-            release = [n for n in dict.fromkeys(node.inputs) if n and last_use.get(n) == idx and n not in keep]
+            frees = [n for n in dict.fromkeys(node.inputs) if n and last_use.get(n) == idx and n not in keep]
             inplace = INPLACE_KERNELS.get(node.op_type) if not node.domain and len(node.outputs) == 1 else None
-            self.steps.append(Step(kernel, list(node.inputs), list(node.outputs), release, inplace))
+            self.steps.append(Step(kernel, list(node.inputs), list(node.outputs), frees, inplace))
 
     # ------------------------------------------------------------------ plans
     @staticmethod
@@ -229,7 +229,7 @@ class Executor:
             return None
         for slot, name in enumerate(step.inputs):
             buf = args[slot]
-            if name not in step.release or buf.shape != result.shape:
+            if name not in step.frees or buf.shape != result.shape:
                 continue
             if not self._unshared(buf, name, live):
                 continue
@@ -270,7 +270,7 @@ class Executor:
         for name, value in zip(step.outputs, results):
             if name:
                 live[name] = value
-        for name in step.release:
+        for name in step.frees:
             live.pop(name, None)
 
     def _collect(self, live: Mapping[str, Any], keep: bool = False) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 from engine.exceptions import ModelFormatError
 from engine.proto import corral_model_pb2 as pb
 
-DTYPE_TO_PROTO: dict[np.dtype, int] = {
+DTYPE_TO_PROTO: dict[np.dtype, pb.DataType] = {
     np.dtype(np.float32): pb.FLOAT32,
     np.dtype(np.float16): pb.FLOAT16,
     np.dtype(np.float64): pb.FLOAT64,
@@ -39,7 +39,7 @@ def dtype_from_proto(code: int, where: str) -> np.dtype:
         raise ModelFormatError(f"{where}: unknown data type code {code}") from None
 
 
-def dtype_to_proto(dtype: np.dtype, where: str) -> int:
+def dtype_to_proto(dtype: np.dtype, where: str) -> pb.DataType:
     try:
         # byte order does not matter here: tensors are always stored little-endian
         return DTYPE_TO_PROTO[np.dtype(dtype).newbyteorder("=")]

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from scheduler import keys
 from scheduler.settings import DEFAULT_BLOB_TTL
@@ -46,7 +47,8 @@ def upload_inputs(r: redis.Redis, job_id: str, items: Iterable[tuple[int, Path]]
 
 
 def read_input(r: redis.Redis, job_id: str, index: int) -> bytes | None:
-    return r.get(keys.input_blob(job_id, index))
+    data = r.get(keys.input_blob(job_id, index))
+    return data.encode() if isinstance(data, str) else data
 
 
 def drop_inputs(r: redis.Redis, job_id: str, indices: Sequence[int]) -> None:
@@ -59,7 +61,8 @@ def store_outputs(r: redis.Redis, job_id: str, files: dict[str, bytes], ttl: int
     if not files:
         return
     with r.pipeline() as p:
-        p.hset(keys.job_outputs(job_id), mapping=files)
+        mapping: dict[FieldT, EncodableT] = {name: data for name, data in files.items()}
+        p.hset(keys.job_outputs(job_id), mapping=mapping)
         p.expire(keys.job_outputs(job_id), ttl)
         p.execute()
 

@@ -13,7 +13,6 @@ can be used from a web app as it is.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -24,28 +23,21 @@ from typing import Any
 
 import numpy as np
 import redis
+from celery import Celery
 
-from scheduler import blobs, chunks, keys
+from engine.images import ResizePolicy, resize_policy
+from scheduler import blobs
+from scheduler.broker import QueueConfig, make_app
 from scheduler.exceptions import JobTimeoutError, NoImagesError
-from scheduler.inputs import InputItem, Rejected, iter_inputs
-from scheduler.jobs import (
-    JobRecord,
-    JobStatus,
-    cancel_job,
-    failures,
-    list_jobs,
-    load_job,
-    new_job_id,
-    queue_job,
-    rejected,
-)
+from scheduler.inputs import InputItem, Rejected, scan_inputs
+from scheduler.jobs import RedisJob
 from scheduler.model_refs import model_needs, resolve_model
+from scheduler.protocol import ChunkItem, send_chunk
+from scheduler.records import DEFAULT_PRIORITY, JobRecord, JobStatus, Transport, new_job_id
 from scheduler.registry import WorkerInfo, live_workers
 from scheduler.routing import choose_queue
 from scheduler.settings import DEFAULT_BLOB_TTL, DEFAULT_REDIS_URL, SchedulerSettings
 from store.fetch import ModelFetcher, default_fetcher
-from workers.app import QueueConfig, make_app
-from workers.item_io import ChunkItem
 
 DEFAULT_CHUNK_SIZE = 32
 
@@ -72,13 +64,14 @@ class Job:
         self.client = client
         self.id = job_id
         self.rejected_inputs = rejected_inputs or []  # as found by submit; also in Redis, see rejected()
+        self.record = RedisJob(client.r, job_id)
 
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
 
     def status(self) -> JobRecord:
         """The job record now: status, counters, request."""
-        return load_job(self.client.r, self.id)
+        return self.record.load()
 
     def wait(self, progress: Callable[[JobRecord], None] | None = None, timeout: float | None = None,
              poll: float = 0.25) -> JobRecord:
@@ -100,15 +93,15 @@ class Job:
 
     def cancel(self) -> bool:
         """Drop the job's queued items (running ones finish). False if the job had already ended."""
-        return cancel_job(self.client.r, self.id)
+        return self.record.cancel()
 
     def failures(self) -> list[dict[str, Any]]:
         """Items that failed on a worker: ``{"index", "file", "reason"}``."""
-        return failures(self.client.r, self.id)
+        return self.record.failures()
 
     def rejected(self) -> list[dict[str, str]]:
         """Inputs refused before queueing: ``{"file", "reason"}``."""
-        return rejected(self.client.r, self.id)
+        return self.record.rejected()
 
     def results(self, out: str | os.PathLike[str]) -> list[Path]:
         """Put the job's output files under ``out``; returns their paths.
@@ -119,7 +112,7 @@ class Job:
         """
         record = self.status()
         dest = Path(out)
-        if record.transport == "redis":
+        if record.transport is Transport.REDIS:
             return blobs.fetch_outputs(self.client.r, self.id, dest)
         src = Path(record.out)
         if dest.resolve() != src.resolve():
@@ -141,7 +134,7 @@ class Client:
         self.r = connection if connection is not None else redis.Redis.from_url(self.redis_url)
         self.blob_ttl = blob_ttl
         self._fetcher = fetcher
-        self._app = None
+        self._app: Celery | None = None
         self._workers: tuple[float, list[WorkerInfo]] = (-1e9, [])
         self._workers_lock = threading.Lock()
 
@@ -155,7 +148,8 @@ class Client:
         return self._fetcher if self._fetcher is not None else default_fetcher()
 
     @property
-    def app(self):  # the Celery app, built on first publish
+    def app(self) -> Celery:
+        """The Celery app, built on first publish."""
         if self._app is None:
             self._app = make_app(QueueConfig(redis_url=self.redis_url))
         return self._app
@@ -171,19 +165,19 @@ class Client:
             return workers
 
     def job(self, job_id: str) -> Job:
-        load_job(self.r, job_id)  # raises JobNotFoundError
+        RedisJob(self.r, job_id).load()  # raises JobNotFoundError
         return Job(self, job_id)
 
     def jobs(self, limit: int = 50) -> list[JobRecord]:
-        return list_jobs(self.r, limit)
+        return RedisJob.recent(self.r, limit)
 
     def workers(self) -> list[WorkerInfo]:
         return live_workers(self.r)
 
     def submit(self, images: Iterable[str | os.PathLike[str]], *, model: str, out: str | os.PathLike[str],
-               inputs: Mapping[str, Any] | None = None, device: str = "auto", priority: int = 5,
-               chunk_size: int = DEFAULT_CHUNK_SIZE, transport: str = "path", resize: str = "fit",
-               check: bool = True) -> Job:
+               inputs: Mapping[str, Any] | None = None, device: str = "auto", priority: int = DEFAULT_PRIORITY,
+               chunk_size: int = DEFAULT_CHUNK_SIZE, transport: Transport | str = Transport.PATH,
+               resize: ResizePolicy | str = ResizePolicy.FIT, check: bool = True) -> Job:
         """Scan ``images`` (files, directories, globs, list files), record a job, and queue it in chunks.
 
         ``model`` is a store reference ``name[:version][@variant]`` (pinned to its version now, so the
@@ -195,19 +189,19 @@ class Client:
         do not share the producer's files) and keeps outputs there until
         :meth:`Job.results` fetches them.
         """
-        if transport not in ("path", "redis"):
-            raise ValueError(f"transport {transport!r}: use 'path' (shared files) or 'redis' (blobs)")
+        try:
+            transport = Transport(transport)
+        except ValueError:
+            raise ValueError(f"transport {transport!r}: use 'path' (shared files) or 'redis' (blobs)") from None
+        resize = resize_policy(resize)
         if not 1 <= chunk_size <= 1024:
             raise ValueError(f"chunk_size {chunk_size}: use 1..1024 items per message")
         model_path = resolve_model(model, self.fetcher)
-        items: list[InputItem] = []
-        rejects: list[Rejected] = []
-        for entry in iter_inputs([images] if isinstance(images, (str, os.PathLike)) else images, check):
-            (rejects if isinstance(entry, Rejected) else items).append(entry)
+        items, rejects = scan_inputs([images] if isinstance(images, (str, os.PathLike)) else images, check)
         if not items:
             raise NoImagesError(rejects)
         out_dir = Path(out).absolute()
-        if transport == "path":
+        if transport is Transport.PATH:
             out_dir.mkdir(parents=True, exist_ok=True)
         record = JobRecord(
             id=new_job_id(), model=model, model_path=model_path, out=str(out_dir), transport=transport,
@@ -216,19 +210,14 @@ class Client:
             priority=max(0, min(9, priority)), chunk_size=chunk_size, total=len(items), rejected=len(rejects),
             resize=resize, blob_ttl=self.blob_ttl)
         # One round trip makes the job: its record, its rejected inputs and, for shared paths, every chunk's
-        # record (written before any message is sent, since a worker may finish a chunk at once).
-        ready = list(enumerate(self._path_chunks(record, items))) if transport == "path" else []
-        with self.r.pipeline() as p:
-            if rejects:
-                p.rpush(keys.job_rejected(record.id), *[json.dumps({"file": r.file, "reason": r.reason})
-                                                       for r in rejects])
-            queue_job(p, record)
-            chunks.record_published(p, record.id, ready)
-            p.execute()
+        # record; uploaded chunks are recorded as their blobs are stored.
+        ready = list(enumerate(self._path_chunks(record, items))) if transport is Transport.PATH else []
+        RedisJob.create(self.r, record, rejected=[{"file": r.file, "reason": r.reason} for r in rejects],
+                              chunks=ready)
         with self.app.producer_or_acquire() as producer:
             for n, chunk in ready or self._uploaded_chunks(record, items):
-                chunks.send_chunk(self.app, record.id, n, chunk, queue=record.queue, priority=record.priority,
-                                  producer=producer)
+                send_chunk(self.app, record.id, n, chunk, queue=record.queue, priority=record.priority,
+                           producer=producer)
         return Job(self, record.id, rejects)
 
     @staticmethod
@@ -240,9 +229,11 @@ class Client:
 
     def _uploaded_chunks(self, record: JobRecord, items: list[InputItem]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Redis transport: each chunk, recorded, as soon as its blobs are stored (uploads stay windowed)."""
+        job = RedisJob(self.r, record.id)
+
         def recorded(n: int, chunk: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
             with self.r.pipeline(transaction=False) as p:
-                chunks.record_published(p, record.id, [(n, chunk)])
+                job.publish_chunks_on(p, [(n, chunk)])
                 p.execute()
             return n, chunk
 

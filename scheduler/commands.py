@@ -16,6 +16,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from engine.images import ResizePolicy
 from scheduler.client import Client, Job
 from scheduler.exceptions import (
     EmbeddedError,
@@ -25,8 +26,11 @@ from scheduler.exceptions import (
     RoutingError,
     SettingsError,
 )
-from scheduler.jobs import JobRecord, JobStatus
+from scheduler.records import DEFAULT_PRIORITY, JobRecord, JobStatus, Transport
 from scheduler.settings import ENV_REDIS_URL, SchedulerSettings
+
+# the policies a user may ask for ("none" is the engine's own name for "reject")
+RESIZING = [p.value for p in ResizePolicy if p is not ResizePolicy.NONE]
 
 console = Console()
 err = Console(stderr=True)
@@ -93,12 +97,14 @@ def submit_options(f):
                      help="a non-image input: JSON number/list or @file.npy (repeatable)"),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="output directory"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N"),
-        click.option("--priority", type=click.IntRange(0, 9), default=5, show_default=True, help="9 most urgent"),
+        click.option("--priority", type=click.IntRange(0, 9), default=DEFAULT_PRIORITY, show_default=True,
+                     help="9 most urgent"),
         click.option("--chunk-size", type=click.IntRange(1, 1024), default=32, show_default=True,
                      help="items per queue message"),
-        click.option("--transport", type=click.Choice(["path", "redis"]), default="path", show_default=True,
+        click.option("--transport", type=click.Choice([t.value for t in Transport]), default=Transport.PATH.value,
+                     show_default=True,
                      help="path: workers share the files; redis: images and outputs travel as Redis blobs"),
-        click.option("--resize", type=click.Choice(["fit", "fill", "pad", "reject"]), default="fit",
+        click.option("--resize", type=click.Choice(RESIZING), default=ResizePolicy.FIT.value,
                      show_default=True, help="images outside the model's sizes: stretch, crop, pad, or fail"),
     ]):
         f = deco(f)
@@ -312,8 +318,9 @@ def run(inputs: tuple[str, ...], model: str, input_pairs: tuple[str, ...], out: 
 
 
 def run_embedded(config: SchedulerSettings, inputs: Sequence[str], *, model: str, out: str | Path,
-                 inputs_values: dict[str, Any] | None = None, device: str = "cpu", priority: int = 5,
-                 chunk_size: int = 32, transport: str = "path", resize: str = "fit",
+                 inputs_values: dict[str, Any] | None = None, device: str = "cpu", priority: int = DEFAULT_PRIORITY,
+                 chunk_size: int = 32, transport: Transport | str = Transport.PATH,
+                 resize: ResizePolicy | str = ResizePolicy.FIT,
                  worker_args: Sequence[str] = ()) -> JobRecord:
     """`corral run` on the embedded fleet (a private redis-server and one worker): submit, follow with a
     progress bar, collect the outputs in ``out``, report, stop the fleet. `corral demo` runs its jobs here."""

@@ -149,7 +149,7 @@ def demo(out: Path, size: int, styles: str, max_batch: int) -> None:
     from scheduler.progress import job_progress
     from scheduler.settings import SchedulerSettings
     from store.repository import Repository
-    from store.settings import StoreSettings
+    from store.settings import StoreClientSettings
 
     if size % SIDE_MULTIPLE:
         raise click.BadParameter(f"{size} is not a multiple of {SIDE_MULTIPLE}", param_hint="--size")
@@ -159,7 +159,8 @@ def demo(out: Path, size: int, styles: str, max_batch: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     state = out.absolute() / ".corral"
     # The demo's own local store, caches and embedded Redis: nothing outside --out is touched.
-    config = SchedulerSettings(state_dir=state, store=StoreSettings(root=state / "store", cache_dir=state / "cache"))
+    config = SchedulerSettings(state_dir=state,
+                               store=StoreClientSettings(root=state / "store", cache_dir=state / "cache"))
     repo = Repository(config.store.root)
 
     t0 = time.perf_counter()

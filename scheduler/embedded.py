@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Self
 import redis
 
 from scheduler.exceptions import EmbeddedError
-from scheduler.jobs import JobRecord
+from scheduler.records import JobRecord
 from scheduler.settings import SchedulerSettings, default_state_dir
 from store.fetch import ModelFetcher
-from store.settings import StoreSettings
+from store.settings import StoreClientSettings
 
 if TYPE_CHECKING:
     from scheduler.client import Client, Job
@@ -61,7 +61,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def start(self, timeout: float = 10.0) -> Self:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         with open(self.state_dir / "redis.log", "ab") as log:  # the child holds its own descriptor
@@ -140,7 +140,7 @@ class EmbeddedFleet:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client: Client | None = None
 
-    def start(self) -> EmbeddedFleet:
+    def start(self) -> Self:
         from scheduler.client import Client
 
         self.server.start()
@@ -181,7 +181,7 @@ class EmbeddedFleet:
         self.stop()
 
 
-def store_args(store: StoreSettings) -> list[str]:
+def store_args(store: StoreClientSettings) -> list[str]:
     """`corral worker` options that point a worker at the same store as ``store``."""
     args = ["--store-root", str(store.root), "--cache-dir", str(store.cache_dir)]
     return args + (["--store-url", store.url] if store.url else [])

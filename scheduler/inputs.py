@@ -177,10 +177,8 @@ def scan_inputs(specs: Iterable[str | os.PathLike[str]], check: bool = True) -> 
     items: list[InputItem] = []
     rejected: list[Rejected] = []
     for entry in iter_inputs(specs, check):
-        (rejected if isinstance(entry, Rejected) else items).append(entry)
+        if isinstance(entry, Rejected):
+            rejected.append(entry)
+        else:
+            items.append(entry)
     return items, rejected
-
-
-def chunked(seq: list, size: int) -> Iterator[list]:
-    for start in range(0, len(seq), size):
-        yield seq[start:start + size]

@@ -6,17 +6,32 @@ Celery's own keys (the queues ``corral.cpu`` / ``corral.cuda`` and kombu's
 
 from __future__ import annotations
 
+from scheduler.exceptions import RoutingError
+
 PREFIX = "corral:"
 
 
-def text(value: bytes | str) -> str:
+def text(value: object) -> str:
     """A key, member or field value as Redis returned it (bytes, unless the client decodes), as text."""
-    return value.decode() if isinstance(value, bytes) else value
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a Redis string reply, got {type(value).__name__}")
 
 
 # queue names (Celery routing keys); one per device kind
 CPU_QUEUE = "corral.cpu"
 CUDA_QUEUE = "corral.cuda"
+
+
+def queue_for_device(device: str) -> str:
+    """The queue that serves an explicit device request ("cpu", "cuda", "cuda:N")."""
+    if device == "cpu":
+        return CPU_QUEUE
+    if device == "cuda" or device.startswith("cuda:"):
+        return CUDA_QUEUE
+    raise RoutingError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 # sorted set: job id -> created time (what `corral jobs` lists)
 JOBS = PREFIX + "jobs"
@@ -33,7 +48,7 @@ SWEEP_SUSPECTS = PREFIX + "sweep:suspects"
 
 
 def job(job_id: str) -> str:
-    """Hash: the job record (see :class:`scheduler.jobs.JobRecord`) and its progress counters."""
+    """Hash: the job record (see :class:`scheduler.records.JobRecord`) and its progress counters."""
     return f"{PREFIX}job:{job_id}"
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from scheduler.jobs import JobRecord
+from scheduler.records import JobRecord
 
 
 class _RateColumn(ProgressColumn):

@@ -14,20 +14,11 @@ from collections.abc import Callable
 import redis
 
 from scheduler import keys
-from scheduler.exceptions import RoutingError
+from scheduler.keys import queue_for_device
 from scheduler.model_refs import ModelNeeds
 from scheduler.registry import WorkerInfo, live_workers
 
 GPU_BACKENDS = frozenset({"torch", "onnxruntime"})
-
-
-def queue_for_device(device: str) -> str:
-    """The queue that serves an explicit device request ("cpu", "cuda", "cuda:N")."""
-    if device == "cpu":
-        return keys.CPU_QUEUE
-    if device == "cuda" or device.startswith("cuda:"):
-        return keys.CUDA_QUEUE
-    raise RoutingError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def can_run(worker: WorkerInfo, needs: ModelNeeds | None) -> bool:

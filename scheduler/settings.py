@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scheduler.exceptions import SettingsError
-from store.settings import StoreSettings
+from store.settings import StoreClientSettings
 
 # The environment variables this package reads (see the README's configuration table).
 ENV_REDIS_URL = "CORRAL_REDIS_URL"
@@ -23,6 +23,7 @@ ENV_NUM_THREADS = "CORRAL_NUM_THREADS"  # the engine's kernel threads, applied b
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_BLOB_TTL = 24 * 3600  # seconds image and output blobs live in Redis
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0  # seconds a chunk may stay unacknowledged with a worker (scheduler.broker)
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -39,7 +40,7 @@ class SchedulerSettings:
     redis_url: str | None = None
     blob_ttl: int = DEFAULT_BLOB_TTL
     state_dir: Path = field(default_factory=default_state_dir)
-    store: StoreSettings = field(default_factory=StoreSettings)
+    store: StoreClientSettings = field(default_factory=StoreClientSettings)
 
     @property
     def fleet_redis_url(self) -> str:
@@ -52,7 +53,7 @@ class SchedulerSettings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {"state_dir": Path(env[ENV_STATE_DIR]).expanduser() if env.get(ENV_STATE_DIR)
                                      else default_state_dir(env),
-                                     "store": StoreSettings.from_env(env)}
+                                     "store": StoreClientSettings.from_env(env)}
         if env.get(ENV_REDIS_URL):
             values["redis_url"] = env[ENV_REDIS_URL]
         if env.get(ENV_BLOB_TTL):

@@ -30,7 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.exceptions import InputError, ModelFormatError
-from store.config import StoreConfig
+from store.config import StoreServerSettings
 from store.exceptions import ModelRefError, NotFoundError, UnknownVariantError, VersionExistsError
 from store.metrics import StoreMetrics
 from store.refs import ModelRef, check_name, parse_version
@@ -70,7 +70,7 @@ def _ref(name: str, version: str, variant: str = "fp32") -> ModelRef:
         raise HTTPException(400, str(exc)) from None
 
 
-def create_app(config: StoreConfig) -> FastAPI:
+def create_app(config: StoreServerSettings) -> FastAPI:
     metrics = StoreMetrics()
     repo = Repository(config.root, maker=VariantMaker(config.recipes, on_build=metrics.built))
     token = config.token()  # read once: a bad token file fails at start-up

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from store.config import DEFAULT_HOST, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, StoreConfig, load_recipes
+from store.config import DEFAULT_HOST, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, StoreServerSettings, load_recipes
 from store.refs import parse_ref
-from store.settings import ENV_TOKEN, ENV_URL, StoreSettings
+from store.settings import ENV_TOKEN, ENV_URL, StoreClientSettings
+
+if TYPE_CHECKING:
+    from store.client import StoreClient
 
 URL_ENV = ENV_URL
 
@@ -18,7 +22,7 @@ URL_ENV = ENV_URL
 def _token(token_file: Path | None) -> str | None:
     if token_file is not None:
         return token_file.read_text().strip()
-    return StoreSettings.from_env().token
+    return StoreClientSettings.from_env().token
 
 
 def _fail(exc: Exception) -> None:
@@ -50,8 +54,8 @@ def serve(root: Path, host: str, port: int, token_file: Path | None, protect_rea
     from store.app import create_app
 
     try:
-        config = StoreConfig(root=root, token_file=token_file, protect_reads=protect_reads,
-                             max_upload_bytes=max_upload, recipes=load_recipes(recipes))
+        config = StoreServerSettings(root=root, token_file=token_file, protect_reads=protect_reads,
+                                     max_upload_bytes=max_upload, recipes=load_recipes(recipes))
         app = create_app(config)
     except ValueError as exc:
         _fail(exc)
@@ -67,7 +71,7 @@ _token_file = click.option("--token-file", type=click.Path(dir_okay=False, exist
                            help=f"File holding the bearer token (or env {ENV_TOKEN}).")
 
 
-def _client(url: str | None, token_file: Path | None):  # type: ignore[no-untyped-def]
+def _client(url: str | None, token_file: Path | None) -> StoreClient:
     from store.client import DEFAULT_URL, StoreClient
 
     return StoreClient(url or DEFAULT_URL, _token(token_file))
@@ -153,7 +157,7 @@ def calibrate(ref: str, calibration: Path, inputs: tuple[str, ...], url: str | N
                     master = client.pull(parse_ref(f"{parsed.name}:{parsed.version_text}@fp32"),
                                          Path(tmp) / "master.corral")
                     data = _calibration_bytes(Path(tmp) / "master.corral", calibration, inputs)
-                    manifest = client.add_calibration(parsed.name, master.ref.version, data)
+                    manifest = client.add_calibration(parsed.name, master.ref.version_text, data)  # pull pinned it
     except (StoreError, EngineError, ValueError, LookupError) as exc:
         _fail(exc)
     click.echo(f"{manifest['name']}:{manifest['version']}: calibration set stored "
@@ -221,8 +225,9 @@ def pull(ref: str, output: Path, url: str | None, root: Path | None, token_file:
 
 
 def _size(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)

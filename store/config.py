@@ -1,4 +1,4 @@
-"""Settings of one store service."""
+"""The store service's settings (``corral store serve``); its clients' are :mod:`store.settings`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ DEFAULT_MAX_UPLOAD = 1 << 30  # 1 GiB; a package is at most 2 GiB (protobuf's li
 
 
 @dataclass
-class StoreConfig:
-    """``token_file`` holds the bearer token uploads need (reads too when ``protect_reads``).
+class StoreServerSettings:
+    """What one store service serves and to whom: its ``root`` directory, limits and recipes.
+
+    ``token_file`` holds the bearer token uploads need (reads too when ``protect_reads``).
 
     Without a token file the store serves reads and refuses every upload.
     ``recipes`` maps extra variant names to :class:`engine.quantize.QuantizeOptions`

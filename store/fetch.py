@@ -1,6 +1,6 @@
 """Worker side: turn a model reference into a compiled model, verified, compiled once, cached on disk.
 
-    fetcher = ModelFetcher.from_settings(StoreSettings(url="http://store:8700"))  # or a local root
+    fetcher = ModelFetcher.from_settings(StoreClientSettings(url="http://store:8700"))  # or a local root
     compiled = fetcher.fetch("style:2@lut4", device="cpu", backend="auto")
 
 Steps on first need: locate the package (pinning ``latest`` to a number),
@@ -31,7 +31,7 @@ from store.exceptions import CorruptDownloadError
 from store.metrics import FETCH
 from store.refs import ModelRef, looks_like_ref, parse_ref
 from store.repository import Repository
-from store.settings import StoreSettings, default_cache_root
+from store.settings import StoreClientSettings, default_cache_root
 from store.variants import sha256_file
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class ModelFetcher:
             d.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def from_settings(cls, settings: StoreSettings, *, retry: RetryPolicy | None = None) -> ModelFetcher:
+    def from_settings(cls, settings: StoreClientSettings, *, retry: RetryPolicy | None = None) -> ModelFetcher:
         """The store service ``settings.url`` if set, else the local store ``settings.root``.
 
         A store that is down is retried for ``settings.wait_s`` seconds before a fetch fails.
@@ -283,11 +283,11 @@ def _trim(folder: Path, pattern: str, budget: int) -> None:
 
 
 _default: ModelFetcher | None = None
-_default_settings = StoreSettings()
+_default_settings = StoreClientSettings()
 _default_lock = threading.Lock()
 
 
-def configure(settings: StoreSettings) -> None:
+def configure(settings: StoreClientSettings) -> None:
     """Set what :func:`default_fetcher` uses in this process (the CLI does, from its settings)."""
     global _default, _default_settings
     with _default_lock:

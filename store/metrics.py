@@ -8,7 +8,7 @@ failures, compile time, and where each fetch was answered from.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 BUILD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
@@ -36,17 +36,17 @@ class FetchMetrics:
     """Worker-side counters; one instance per process on the default registry (see :data:`FETCH`)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        kw = {} if registry is None else {"registry": registry}
+        r = REGISTRY if registry is None else registry
         self.downloads = Counter("corral_worker_model_downloads", "Model packages downloaded from the store",
-                                 **kw)
-        self.bytes = Counter("corral_worker_model_download_bytes", "Model package bytes downloaded", **kw)
+                                 registry=r)
+        self.bytes = Counter("corral_worker_model_download_bytes", "Model package bytes downloaded", registry=r)
         self.rejected = Counter("corral_worker_model_rejected", "Downloads rejected by sha256 verification",
-                                **kw)
+                                registry=r)
         self.compile_seconds = Histogram("corral_worker_model_compile_seconds",
                                          "Time to compile (or load from the compiled cache) one model",
-                                         ["from_cache"], buckets=BUILD_BUCKETS, **kw)
+                                         ["from_cache"], buckets=BUILD_BUCKETS, registry=r)
         self.hits = Counter("corral_worker_model_fetches", "Model fetches by the level that answered",
-                            ["level"], **kw)
+                            ["level"], registry=r)
 
     def collectors(self) -> tuple[Counter | Histogram, ...]:
         return self.downloads, self.bytes, self.rejected, self.compile_seconds, self.hits

@@ -1,7 +1,8 @@
-"""Where a process finds its models: the store's settings, read from the environment in this one place.
+"""Where a process finds its models: a store client's settings, read from the environment in this one place.
 
-Library code takes a :class:`StoreSettings` (or the values in it) as a
-parameter; only the command-line entry points call :meth:`StoreSettings.from_env`.
+Library code takes a :class:`StoreClientSettings` (or the values in it) as a
+parameter; only the command-line entry points call :meth:`StoreClientSettings.from_env`.
+The store service's own settings are :class:`store.config.StoreServerSettings`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from store.exceptions import ConfigError
+
+# a path as the command line and callers give it; stored as a Path
+StrPath = str | os.PathLike[str]
 
 # The environment variables this package reads (see the README's configuration table).
 ENV_URL = "CORRAL_STORE_URL"
@@ -38,8 +42,10 @@ def default_cache_root(environ: Mapping[str, str] | None = None) -> Path:
 
 
 @dataclass(frozen=True)
-class StoreSettings:
-    """``url`` set: models come from that store service (``token`` for protected reads); else from the
+class StoreClientSettings:
+    """How a store client (worker, scheduler, CLI) reaches the store and where it caches what it fetched.
+
+    ``url`` set: models come from that store service (``token`` for protected reads); else from the
     local directory ``root``. ``wait_s`` is how long a fetch keeps retrying a store that is down."""
 
     url: str | None = None
@@ -55,27 +61,31 @@ class StoreSettings:
             raise ConfigError(f"store wait {self.wait_s} s: give zero or more seconds ({ENV_WAIT})")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> StoreSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, url: str | None = None,
+                 token: str | None = None, root: StrPath | None = None, cache_dir: StrPath | None = None,
+                 wait_s: float | None = None) -> StoreClientSettings:
         """Settings from ``CORRAL_STORE_URL``, ``_TOKEN``, ``_ROOT``, ``CORRAL_CACHE_DIR`` and
-        ``CORRAL_STORE_WAIT_S``; ``overrides`` that are not None win (command-line options)."""
+        ``CORRAL_STORE_WAIT_S``; the keyword arguments that are not None win (command-line options)."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {"root": default_store_root(env), "cache_dir": default_cache_root(env)}
-        if env.get(ENV_URL):
-            values["url"] = env[ENV_URL]
-        if env.get(ENV_TOKEN):
-            values["token"] = env[ENV_TOKEN]
-        if env.get(ENV_ROOT):
-            values["root"] = Path(env[ENV_ROOT])
-        if env.get(ENV_CACHE_DIR):
-            values["cache_dir"] = Path(env[ENV_CACHE_DIR])
+        env_wait = DEFAULT_WAIT_S
         if env.get(ENV_WAIT):
             try:
-                values["wait_s"] = float(env[ENV_WAIT])
+                env_wait = float(env[ENV_WAIT])
             except ValueError:
                 raise ConfigError(f"{ENV_WAIT}={env[ENV_WAIT]!r}: give a number of seconds") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        env_root = Path(env[ENV_ROOT]) if env.get(ENV_ROOT) else default_store_root(env)
+        env_cache = Path(env[ENV_CACHE_DIR]) if env.get(ENV_CACHE_DIR) else default_cache_root(env)
+        return cls(url=url if url is not None else env.get(ENV_URL) or None,
+                   token=token if token is not None else env.get(ENV_TOKEN) or None,
+                   root=Path(root) if root is not None else env_root,
+                   cache_dir=Path(cache_dir) if cache_dir is not None else env_cache,
+                   wait_s=wait_s if wait_s is not None else env_wait)
 
-    def with_(self, **changes: object) -> StoreSettings:
-        """A copy with ``changes`` that are not None applied."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+    def with_(self, *, url: str | None = None, token: str | None = None, root: StrPath | None = None,
+              cache_dir: StrPath | None = None, wait_s: float | None = None) -> StoreClientSettings:
+        """A copy with the keyword arguments that are not None applied."""
+        return replace(self, url=url if url is not None else self.url,
+                       token=token if token is not None else self.token,
+                       root=Path(root) if root is not None else self.root,
+                       cache_dir=Path(cache_dir) if cache_dir is not None else self.cache_dir,
+                       wait_s=wait_s if wait_s is not None else self.wait_s)

@@ -18,15 +18,22 @@ from celery import signals
 
 from engine.backends import BACKENDS
 from engine.exceptions import EngineError
+from scheduler.broker import QueueConfig, make_app
 from scheduler.routing import GPU_BACKENDS
 from scheduler.settings import ENV_REDIS_URL
 from store.settings import ENV_CACHE_DIR, ENV_ROOT, ENV_URL
-from workers.app import QueueConfig, make_app
-from workers.batcher import BatcherConfig, io_threads
-from workers.compute import supported as compute_process_supported
 from workers.exceptions import WorkerError
 from workers.runtime import WorkerRuntime, set_runtime
-from workers.settings import ENV_METRICS_PORT, ENV_PLUGINS, ENV_VISIBILITY_TIMEOUT, WorkerSettings
+from workers.settings import (
+    ENV_METRICS_PORT,
+    ENV_PLUGINS,
+    ENV_VISIBILITY_TIMEOUT,
+    BatcherConfig,
+    ComputeMode,
+    WorkerSettings,
+    compute_process_supported,
+    io_threads,
+)
 from workers.tasks import register_tasks
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
@@ -78,7 +85,7 @@ def check_precision(precision: str, backend: str, device: str) -> None:
 @click.option("--writer-threads", type=click.IntRange(1), default=None,
               help="threads encoding and writing outputs while the device computes [default: the usable CPUs, "
                    "at most 4]")
-@click.option("--compute", type=click.Choice(["process", "thread"]), default=None,
+@click.option("--compute", type=click.Choice([m.value for m in ComputeMode]), default=None,
               help="where models are compiled and batches run: a child process of the worker's own (its own GIL; "
                    "a custom layer that crashes it fails only its item) or a thread of the worker [default: process "
                    "where the platform has memfd_create (Linux), else thread]")
@@ -118,7 +125,7 @@ def worker(device: str, backend: str, precision: str, max_batch: int, max_delay_
                               decode_threads=decode_threads or io_threads(),
                               writer_threads=writer_threads or io_threads()))
     check_precision(precision, settings.resolved_backend(), device)
-    if settings.compute == "process" and not compute_process_supported():
+    if settings.compute is ComputeMode.PROCESS and not compute_process_supported():
         raise click.UsageError("--compute process needs memfd_create, which this platform lacks (it is Linux's); "
                                "use --compute thread")
     app = make_app(QueueConfig(redis_url=settings.redis_url, visibility_timeout=settings.visibility_timeout))

@@ -19,7 +19,7 @@ There are two pairs of buffers (slots), so that two batches can be in the
 child at once: while one computes, the next waits in its queue, already
 copied in, and starts the moment the first is done. With one, the compute
 stood idle between batches while the worker read the outputs and packed
-the next batch (7 to 12 ms of every 200 ms batch on multistyle26 at 128²).
+the next batch (bench/compute_process.py measures the difference).
 
 ::
 
@@ -35,15 +35,14 @@ the next batch (7 to 12 ms of every 200 ms batch on multistyle26 at 128²).
     outputs copied out, the slot's buffers free for another batch
 
 ``state`` (warm models, their bytes, the fetch metrics) rides on every
-reply, for the heartbeat and the metrics endpoint.
+reply, for the heartbeat and the metrics endpoint. What crosses between the
+two processes (buffers, layouts, settings, state) is :mod:`workers.compute_wire`.
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
 import os
-import pickle
 import queue
 import signal
 import socket
@@ -51,133 +50,36 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import send_handle
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from engine.description import ModelDescription
-from store.settings import StoreSettings
+from workers import metrics
+from workers.compute_wire import (
+    ChildState,
+    ComputeSettings,
+    SharedBuffer,
+    aligned,
+    extent,
+    layout_size,
+    pack,
+    unpack,
+)
 from workers.exceptions import ComputeProcessDiedError, ComputeProcessError
 from workers.model_cache import ModelCache
 from workers.models import ModelKey, Result
 
-if TYPE_CHECKING:
-    from workers.settings import WorkerSettings
-
 log = logging.getLogger(__name__)
 
-ALIGN = 64  # each array starts on a cache line (and any dtype's alignment)
 START_FAILURES = 2  # children in a row that die before they are ready: then no new one for HOLD_S
 HOLD_S = 10.0
 SLOTS = 2  # batches in the compute process at once: one computing, the next waiting to start
 RESENDS = 3  # times a batch that waited in a child which died (running another batch) is sent to the next one
-Layout = dict[str, tuple[int, tuple[int, ...], str]]  # input or output name -> (offset, shape, dtype)
-
-
-def supported() -> bool:
-    """Whether this platform can run a compute process (anonymous shared memory files: Linux)."""
-    return hasattr(os, "memfd_create")
-
-
-# ---------------------------------------------------------------------------------------------- buffers
-class SharedBuffer:
-    """An anonymous shared memory file mapped into this process; its descriptor can be sent to the other."""
-
-    def __init__(self, size: int, fd: int | None = None) -> None:
-        self.size = size
-        self.fd = os.memfd_create("corral-batch", os.MFD_CLOEXEC) if fd is None else fd
-        if fd is None:
-            os.ftruncate(self.fd, size)
-        self.map = mmap.mmap(self.fd, size)
-        self.bytes = np.frombuffer(self.map, np.uint8)  # [size]
-
-    def close(self) -> None:
-        del self.bytes
-        try:
-            self.map.close()
-        except BufferError:  # an array still views it: the mapping goes when the last view does
-            pass
-        os.close(self.fd)
-
-
-def _aligned(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-def layout_size(items: Sequence[Mapping[str, Any]]) -> int:
-    """Bytes needed to hold every array of ``items`` at aligned offsets."""
-    return sum(_aligned(np.asarray(v).nbytes) for item in items for v in item.values())
-
-
-def pack(items: Sequence[Mapping[str, Any]], buf: np.ndarray) -> list[Layout]:
-    """Copy each item's arrays into ``buf`` (uint8, large enough: :func:`layout_size`); their layouts."""
-    layouts, offset = [], 0
-    for item in items:
-        layout: Layout = {}
-        for name, value in item.items():
-            arr = np.asarray(value)
-            view(buf, offset, arr.shape, arr.dtype.str)[...] = arr
-            layout[name] = (offset, arr.shape, arr.dtype.str)
-            offset += _aligned(arr.nbytes)
-        layouts.append(layout)
-    return layouts
-
-
-def view(buf: np.ndarray, offset: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    """The array of ``shape`` and ``dtype`` at ``offset`` in ``buf`` (no copy)."""
-    dt = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    return buf[offset:offset + count * dt.itemsize].view(dt).reshape(shape)
-
-
-def unpack(buf: np.ndarray, layouts: Sequence[Layout]) -> Iterator[dict[str, np.ndarray]]:
-    """Views of each item's arrays in ``buf``."""
-    for layout in layouts:
-        yield {name: view(buf, offset, tuple(shape), dtype) for name, (offset, shape, dtype) in layout.items()}
-
-
-def extent(layouts: Sequence[Layout]) -> int:
-    """Bytes from the buffer's start to the end of the last array that ``layouts`` place."""
-    return max((offset + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
-                for layout in layouts for offset, shape, dtype in layout.values()), default=0)
-
-
-def portable(exc: BaseException) -> Exception:
-    """``exc`` if it survives pickling, else a :class:`ComputeProcessError` with its type and message."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc if isinstance(exc, Exception) else ComputeProcessError(f"{type(exc).__name__}: {exc}")
-    except Exception:  # noqa: BLE001 - any exception type may fail to pickle; its text still travels
-        return ComputeProcessError(f"{type(exc).__name__}: {exc}")
-
-
-# ---------------------------------------------------------------------------------------------- settings, state
-@dataclass(frozen=True)
-class ComputeSettings:
-    """What the compute process needs of the worker's settings (sent as its first message)."""
-
-    memory_budget: int
-    store: StoreSettings
-    plugins: tuple[str, ...] = ()
-    num_threads: int | None = None
-
-    @classmethod
-    def of(cls, settings: WorkerSettings) -> ComputeSettings:
-        return cls(settings.memory_budget, settings.store, tuple(settings.plugins), settings.num_threads)
-
-
-@dataclass
-class ChildState:
-    """What the compute process reports with each reply."""
-
-    warm: list[Any] = field(default_factory=list)  # keys of the models held in memory
-    used_bytes: int = 0
-    metrics: list[Any] = field(default_factory=list)  # prometheus metric families of its fetches
 
 
 # ---------------------------------------------------------------------------------------------- parent side
@@ -266,6 +168,8 @@ class ComputeProcess:
             with self._lock:
                 fut, _, _ = self._pending.pop(rid, (None, "", False))
                 self.state = state
+            for size, seconds in state.runs:
+                metrics.observe_run(size, seconds)
             if fut is not None:
                 if ok:
                     fut.set_result(payload)
@@ -399,7 +303,7 @@ class ComputeProcess:
         old = self._buffers.get(name)
         if old is not None:
             old.close()
-        self._buffers[name] = SharedBuffer(max(_aligned(size), 1 << 20))
+        self._buffers[name] = SharedBuffer(max(aligned(size), 1 << 20))
         self._unsent.add(name)
 
     def warm(self) -> list[Any]:
@@ -435,7 +339,7 @@ class ComputeProcess:
 
 
 def _model_text(key: ModelKey) -> str:
-    return f"model {key[0]!r}" if isinstance(key, tuple) and key else f"model {key!r}"
+    return f"model {key.ref!r}" if isinstance(key, ModelKey) else f"model {key!r}"
 
 
 def _exit_text(code: int) -> str:

@@ -38,7 +38,7 @@ from engine.memory import retain_freed_memory
 from engine.ops.threads import set_num_threads
 from store.fetch import ModelFetcher
 from store.metrics import FETCH
-from workers.compute import ChildState, ComputeSettings, Layout, SharedBuffer, layout_size, pack, portable, unpack
+from workers.compute_wire import ChildState, ComputeSettings, Layout, SharedBuffer, layout_size, pack, portable, unpack
 from workers.models import Result, compiled_models, predict_isolated
 
 log = logging.getLogger("workers.compute")
@@ -52,7 +52,9 @@ class ComputeServer:
         if settings.num_threads is not None:
             set_num_threads(settings.num_threads)
         fetcher = ModelFetcher.from_settings(settings.store)
-        self.cache = compiled_models(fetcher, settings.memory_budget)
+        self._runs_made: list[tuple[int, float]] = []  # engine runs not yet reported (list.append is atomic)
+        self.cache = compiled_models(fetcher, settings.memory_budget,
+                                     on_run=lambda items, seconds: self._runs_made.append((items, seconds)))
         self.buffers: dict[str, SharedBuffer] = {}
         self._send_lock = threading.Lock()
         self._runs: queue.Queue[tuple[int, Any, list[Layout], str, str] | None] = queue.Queue()
@@ -86,7 +88,8 @@ class ComputeServer:
             old.close()
 
     def _reply(self, rid: int, ok: bool, payload: Any) -> None:
-        state = ChildState(self.cache.warm(), self.cache.used_bytes, fetch_metrics())
+        runs, self._runs_made = self._runs_made, []
+        state = ChildState(self.cache.warm(), self.cache.used_bytes, fetch_metrics(), runs)
         with self._send_lock:
             try:
                 self.conn.send((rid, ok, payload, state))

@@ -19,6 +19,10 @@ class UnsafeOutputNameError(WorkerError, ValueError):
     """A chunk names an item whose output would land outside the job's output directory."""
 
 
+class Requeue(WorkerError):
+    """The worker is shutting down and this item had not started: its chunk goes back to the queue."""
+
+
 class ComputeProcessError(WorkerError):
     """The worker's compute process died, or an error from it could not be carried back as it was."""
 
@@ -32,4 +36,5 @@ class ComputeProcessDiedError(ComputeProcessError):
         self.ran = ran
 
 
-__all__ = ["ComputeProcessDiedError", "ComputeProcessError", "MetricsPortError", "NoRuntimeError", "UnsafeOutputNameError", "WorkerError"]
+__all__ = ["ComputeProcessDiedError", "ComputeProcessError", "MetricsPortError", "NoRuntimeError", "Requeue",
+           "UnsafeOutputNameError", "WorkerError"]

@@ -11,9 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
-import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,66 +20,34 @@ import redis
 
 from engine.description import ModelDescription
 from engine.exceptions import ImageDecodeError
+from engine.images import decode_image, image_to_tensor
 from engine.outputs import write_item_outputs
 from scheduler import blobs
-from scheduler.jobs import JobRecord
+from scheduler.protocol import ChunkItem
+from scheduler.records import JobRecord, Transport
 from workers.exceptions import UnsafeOutputNameError
-
-
-class ChunkRelease:
-    """A chunk whose record is released (:func:`scheduler.chunks.queue_release`) in the same round trip
-    that counts the last of its items' outcomes, not in one of its own: a one-image job's chunk costs
-    one round trip less."""
-
-    def __init__(self, job_id: str, chunk: int, items: int) -> None:
-        self.job_id = job_id
-        self.chunk = chunk
-        self.released = False  # set once a pipeline that released it has run without error
-        self._left = items
-        self._lock = threading.Lock()
-
-    def settle(self, count: int) -> bool:
-        """``count`` more of the chunk's items are being counted; True for the call that counts the last."""
-        with self._lock:
-            self._left -= count
-            return self._left == 0
-
-
-@dataclass(frozen=True)
-class ChunkItem:
-    """One item reference as a chunk message carries it."""
-
-    index: int
-    name: str  # relative POSIX name; outputs are named after it
-    path: str = ""  # the file (path transport); empty for blobs
-    redelivered: bool = False  # came in a redelivered message (not part of the message itself)
-    release: ChunkRelease | None = field(default=None, compare=False, repr=False)  # its chunk, if released late
-
-    @classmethod
-    def from_message(cls, raw: Mapping[str, Any], redelivered: bool = False) -> ChunkItem:
-        return cls(int(raw["i"]), str(raw["n"]), str(raw.get("p", "")), redelivered)
-
-    def to_message(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"i": self.index, "n": self.name}
-        if self.path:
-            msg["p"] = self.path
-        return msg
-
-    @property
-    def label(self) -> str:
-        """How errors name the item."""
-        return self.path or self.name
 
 
 def read_source(r: redis.Redis, job: JobRecord, item: ChunkItem) -> bytes | str:
     """What to hand to the decoder: a path, or the blob's bytes."""
-    if job.transport == "redis":
+    if job.transport is Transport.REDIS:
         data = blobs.read_input(r, job.id, item.index)
         if data is None:
             raise ImageDecodeError(f"{item.name}: its uploaded bytes are gone from Redis (expired after "
                                    f"{job.blob_ttl} s, or deleted); submit the image again")
         return data
     return item.path
+
+
+def item_feeds(r: redis.Redis, job: JobRecord, item: ChunkItem, description: ModelDescription,
+               max_pixels: int) -> dict[str, Any]:
+    """The item's model inputs: the job's non-image inputs, and its image decoded into the image input."""
+    images = description.image_inputs
+    feeds: dict[str, Any] = {name: np.asarray(value) for name, value in job.inputs.items()}
+    if images:
+        image = decode_image(read_source(r, job, item), max_pixels=max_pixels, name=item.label)
+        feeds[images[0].name] = image_to_tensor(image, images[0], policy=job.resize)  # [C, H, W]
+    return feeds
 
 
 def write_outputs(r: redis.Redis, job: JobRecord, item: ChunkItem, outputs: Mapping[str, np.ndarray],
@@ -92,7 +58,7 @@ def write_outputs(r: redis.Redis, job: JobRecord, item: ChunkItem, outputs: Mapp
     made durable by :func:`sync_directories`, once per batch for all its items.
     """
     rel = safe_relative_name(item.name)
-    if job.transport == "redis":
+    if job.transport is Transport.REDIS:
         with tempfile.TemporaryDirectory(prefix="corral-out-") as tmp:
             written = write_item_outputs(tmp, rel.stem, outputs, description)
             files = {str(rel.parent / p.name) if str(rel.parent) != "." else p.name: p.read_bytes()

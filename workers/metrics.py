@@ -8,6 +8,10 @@ endpoint exports both:
 * ``corral_worker_batch_size`` / ``corral_worker_batch_seconds``: histograms
   of each batch prediction's size and wall time (the batcher calls
   :func:`observe_batch`);
+* ``corral_worker_run_size`` / ``corral_worker_run_seconds``: the runs the
+  engine made of those batches (how many items it stacked into one run, and
+  each run's wall time; :func:`observe_run`). The batcher decides which items
+  travel together, the engine how they run, and this is where it shows;
 * ``corral_worker_items_total{outcome}``: items done / failed / skipped;
 * ``corral_worker_backlog``: items accepted and not yet in a running batch;
 * ``corral_worker_model_fetches_total{level="memory"}``: requests the warm
@@ -39,6 +43,9 @@ BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 BATCH_SIZE = Histogram("corral_worker_batch_size", "Items per batch prediction", buckets=BATCH_SIZE_BUCKETS)
 BATCH_SECONDS = Histogram("corral_worker_batch_seconds", "Wall time of one batch prediction",
                           buckets=BATCH_SECONDS_BUCKETS)
+RUN_SIZE = Histogram("corral_worker_run_size", "Items stacked into one run of the engine",
+                     buckets=BATCH_SIZE_BUCKETS)
+RUN_SECONDS = Histogram("corral_worker_run_seconds", "Wall time of one run of the engine", buckets=BATCH_SECONDS_BUCKETS)
 ITEMS = Counter("corral_worker_items", "Items finished by outcome", ["outcome"])
 BACKLOG = Gauge("corral_worker_backlog", "Items accepted and not yet in a running batch")
 WARM_BYTES = Gauge("corral_worker_warm_model_bytes", "Bytes of compiled models kept warm in memory")
@@ -51,6 +58,12 @@ def observe_batch(size: int, seconds: float) -> None:
     """Record one batch prediction of ``size`` items that took ``seconds``."""
     BATCH_SIZE.observe(size)
     BATCH_SECONDS.observe(seconds)
+
+
+def observe_run(size: int, seconds: float) -> None:
+    """Record one run of the engine over ``size`` stacked items that took ``seconds``."""
+    RUN_SIZE.observe(size)
+    RUN_SECONDS.observe(seconds)
 
 
 def observe_item(outcome: str) -> None:

@@ -73,10 +73,9 @@ class ModelCache(Generic[K, M]):
                     self._entries.move_to_end(key)
                     self.hits += 1
                 else:
-                    pending = self._loading.get(key)
-                    owner = pending is None
-                    if owner:
-                        pending = self._loading[key] = Future()
+                    waiting = self._loading.get(key)
+                    owner = waiting is None
+                    pending = self._loading[key] = Future() if waiting is None else waiting
             if entry is not None:
                 if self.on_hit is not None:
                     self.on_hit()  # outside the lock: a metrics callback never holds up other threads

@@ -10,17 +10,27 @@ runs batches there (``corral worker --compute process``, the default).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from engine.compiled_model import CompiledModel, RunObserver
 from engine.description import ModelDescription
 from engine.memory import release_freed_memory
 from workers import metrics
 from workers.model_cache import ModelCache
 
-ModelKey = Hashable
+
+class ModelKey(NamedTuple):
+    """Which compiled model a job needs on this worker: one per key is kept warm."""
+
+    ref: str  # pinned store reference, or a package path
+    backend: str
+    device: str
+    precision: str
+
+
 Result = dict[str, np.ndarray] | Exception  # one item's outputs, or why it has none
 
 
@@ -35,7 +45,7 @@ class Models(Protocol):
     def predict_batch(self, key: ModelKey, items: Sequence[Mapping[str, Any]]) -> list[Result]:
         """One result per item; an item that cannot be predicted gets its exception, the others their outputs."""
 
-    def warm(self) -> list[Any]:
+    def warm(self) -> list[ModelKey]:
         """Keys of the models held in memory."""
 
     @property
@@ -46,7 +56,7 @@ class Models(Protocol):
         """Release what the models hold (a child process, shared memory)."""
 
 
-def load_model(fetcher: Any, key: tuple[str, str, str, str]) -> Any:
+def load_model(fetcher: Any, key: ModelKey) -> Any:
     """The compiled model for ``(store reference or package path, backend, device, precision)``: store
     references through the fetcher (download, verify, compile, disk caches), package paths compiled through
     the same compiled-model cache."""
@@ -58,12 +68,18 @@ def load_model(fetcher: Any, key: tuple[str, str, str, str]) -> Any:
     return fetcher.load_path(ref, device=device, backend=backend, precision=precision)
 
 
-def compiled_models(fetcher: Any, budget_bytes: int) -> ModelCache[Any, Any]:
+def compiled_models(fetcher: Any, budget_bytes: int,
+                    on_run: RunObserver = metrics.observe_run) -> ModelCache[ModelKey, Any]:
     """The cache of compiled models of the process that runs them (the compute process, or the worker with
     ``--compute thread``): loads through ``fetcher``, memory hits counted, freed memory given back after
-    evictions."""
-    return ModelCache(lambda key: load_model(fetcher, key), budget_bytes, on_hit=metrics.observe_memory_hit,
-                      on_evict=release_freed_memory)
+    evictions, every run of the engine told to ``on_run``."""
+    def load(key: ModelKey) -> Any:
+        model = load_model(fetcher, key)
+        if isinstance(model, CompiledModel):  # custom models run their own way
+            model.run_observer = on_run
+        return model
+
+    return ModelCache(load, budget_bytes, on_hit=metrics.observe_memory_hit, on_evict=release_freed_memory)
 
 
 def predict_isolated(model: Any, items: Sequence[Mapping[str, Any]]) -> list[Result]:
@@ -85,7 +101,7 @@ class LocalModels:
 
     batches_in_flight = 1  # a second would only share the same cores and GIL
 
-    def __init__(self, cache: ModelCache[Any, Any]) -> None:
+    def __init__(self, cache: ModelCache[ModelKey, Any]) -> None:
         self.cache = cache
 
     def description(self, key: ModelKey) -> ModelDescription:
@@ -96,7 +112,7 @@ class LocalModels:
         with self.cache.use(key) as model:
             return predict_isolated(model, items)
 
-    def warm(self) -> list[Any]:
+    def warm(self) -> list[ModelKey]:
         return self.cache.warm()
 
     @property

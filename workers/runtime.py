@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 import time
 from concurrent.futures import Future
 from importlib import metadata
@@ -14,7 +13,8 @@ import redis
 from celery import Celery
 
 from engine.memory import retain_freed_memory
-from scheduler.jobs import JobRecord, Outcome, load_job
+from scheduler.protocol import ChunkItem
+from scheduler.records import JobRecord, Outcome
 from scheduler.registry import WorkerInfo
 from store.fetch import ModelFetcher
 from workers import metrics
@@ -22,13 +22,12 @@ from workers.batcher import Batcher
 from workers.compute import ComputeProcess, ComputeSettings
 from workers.exceptions import NoRuntimeError
 from workers.heartbeat import Heartbeat
-from workers.models import LocalModels, Models, compiled_models
-from workers.settings import WorkerSettings
+from workers.models import LocalModels, ModelKey, Models, compiled_models
+from workers.outcomes import ChunkSettlement, OutcomeReporter
+from workers.settings import ComputeMode, WorkerSettings
 from workers.sweeper import BrokerLayout, ChunkSweeper, celery_republisher
 
-__all__ = ["ModelKey", "WorkerRuntime", "WorkerSettings", "current_runtime", "set_runtime"]
-
-ModelKey = tuple[str, str, str, str]  # (pinned store reference or package path, backend, device, precision)
+__all__ = ["WorkerRuntime", "WorkerSettings", "current_runtime", "set_runtime"]
 
 
 def custom_implementations() -> list[str]:
@@ -50,8 +49,9 @@ def supported_ops() -> list[str]:
 class _MeteredBatcher(Batcher):
     """The batcher, with each item's outcome counted for the metrics endpoint."""
 
-    def submit(self, job: JobRecord, items: list) -> list[Future[Outcome]]:
-        futures = super().submit(job, items)
+    def submit(self, job: JobRecord, items: list[ChunkItem],
+               chunk: ChunkSettlement | None = None) -> list[Future[Outcome]]:
+        futures = super().submit(job, items, chunk)
         for fut in futures:
             fut.add_done_callback(_count_outcome)
         return futures
@@ -60,8 +60,7 @@ class _MeteredBatcher(Batcher):
 def _count_outcome(fut: Future[Outcome]) -> None:
     if fut.cancelled() or fut.exception() is not None:
         return  # handed back (Requeue) or not counted: another delivery will finish the item
-    outcome = fut.result()
-    metrics.observe_item(outcome.value if isinstance(outcome, Outcome) else str(outcome))
+    metrics.observe_item(Outcome(fut.result()).value)
 
 
 def apply_thread_settings(settings: WorkerSettings) -> None:
@@ -86,40 +85,28 @@ class WorkerRuntime:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{settings.device}"
         self.started = time.time()
         self.models: Models
-        if settings.compute == "process":
+        self.compute: ComputeProcess | None
+        if settings.compute is ComputeMode.PROCESS:
             self.models = self.compute = ComputeProcess(ComputeSettings.of(settings))
         else:
             self.compute = None
             fetcher = fetcher if fetcher is not None else ModelFetcher.from_settings(settings.store)
             self.models = LocalModels(compiled_models(fetcher, settings.memory_budget))
-        self.batcher = _MeteredBatcher(self.r, self.models, self.model_key, settings.batcher, worker_id=self.id)
+        self.reporter = OutcomeReporter(self.r, self.id)
+        self.batcher = _MeteredBatcher(self.r, self.models, self.model_key, settings.batcher, self.reporter)
         self.heartbeat = Heartbeat(self.r, self.info)
         self.metrics_url = ""
-        self._jobs: dict[str, JobRecord] = {}
-        self._jobs_lock = threading.Lock()
         self._ops = supported_ops()
         self._custom: list[str] = []
         self.sweeper: ChunkSweeper | None = None
 
     def model_key(self, job: JobRecord) -> ModelKey:
-        return (job.model_path, self.backend, self.settings.device, self.settings.precision)
-
-    def job(self, job_id: str) -> JobRecord:
-        """The job's request (immutable once submitted, so cached; status is read separately)."""
-        with self._jobs_lock:
-            record = self._jobs.get(job_id)
-        if record is None:
-            record = load_job(self.r, job_id)
-            with self._jobs_lock:
-                if len(self._jobs) > 1000:
-                    self._jobs.clear()
-                self._jobs[job_id] = record
-        return record
+        return ModelKey(job.model_path, self.backend, self.settings.device, self.settings.precision)
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(
             id=self.id, hostname=socket.gethostname(), pid=os.getpid(), device=self.settings.device,
-            backend=self.backend, queue=self.settings.queue, warm_models=[k[0] for k in self.models.warm()],
+            backend=self.backend, queue=self.settings.queue, warm_models=[k.ref for k in self.models.warm()],
             backlog=self.batcher.backlog, max_batch=self.settings.batcher.max_batch,
             batch_sizes={str(k): v for k, v in sorted(self.batcher.batch_sizes.items())}, started=self.started,
             ops=self._ops, custom=self._custom, metrics_url=self.metrics_url)
@@ -132,9 +119,10 @@ class WorkerRuntime:
         load_plugins(list(self.settings.plugins))
         self._custom = custom_implementations()
         apply_thread_settings(self.settings)
-        if self.compute is not None:
-            self.compute.start()  # it imports the engine while Celery starts up
-            metrics.export_fetches(lambda: self.compute.state.metrics)
+        compute = self.compute
+        if compute is not None:
+            compute.start()  # it imports the engine while Celery starts up
+            metrics.export_fetches(lambda: compute.state.metrics)
         metrics.track(lambda: self.batcher.backlog, lambda: self.models.used_bytes)
         if self.settings.metrics_port:
             port = metrics.serve(self.settings.metrics_port, self.settings.metrics_host)

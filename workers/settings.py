@@ -3,6 +3,7 @@
 ``corral worker`` builds a :class:`WorkerSettings` with
 :meth:`WorkerSettings.from_env` and its options; the runtime, batcher and
 model cache take the values as parameters and never read the environment.
+A leaf: it imports only other settings modules.
 """
 
 from __future__ import annotations
@@ -10,19 +11,47 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
 
-from scheduler.routing import queue_for_device
-from scheduler.settings import DEFAULT_REDIS_URL, ENV_NUM_THREADS, ENV_REDIS_URL
-from store.settings import StoreSettings
-from workers.app import DEFAULT_VISIBILITY_TIMEOUT
-from workers.batcher import BatcherConfig
-from workers.compute import supported as compute_process_supported
+from scheduler.keys import queue_for_device
+from scheduler.settings import DEFAULT_REDIS_URL, DEFAULT_VISIBILITY_TIMEOUT, ENV_NUM_THREADS, ENV_REDIS_URL
+from store.settings import StoreClientSettings
 from workers.exceptions import WorkerError
 
 # The environment variables this package reads (see the README's configuration table).
 ENV_VISIBILITY_TIMEOUT = "CORRAL_VISIBILITY_TIMEOUT"
 ENV_METRICS_PORT = "CORRAL_METRICS_PORT"
 ENV_PLUGINS = "CORRAL_PLUGINS"
+
+
+class ComputeMode(str, Enum):
+    """Where a worker compiles its models and runs its batches."""
+
+    PROCESS = "process"  # a child process of its own, whose GIL decode, write and Celery threads do not share
+    THREAD = "thread"  # the worker's device thread, in the worker process
+
+
+def compute_process_supported() -> bool:
+    """Whether this platform can run a compute process (anonymous shared memory files: Linux)."""
+    return hasattr(os, "memfd_create")
+
+
+def io_threads() -> int:
+    """Decode threads, and write threads, by default: one per CPU this process may use, at most 4. More than
+    the cores only contend for the GIL (measured by bench/queue.py)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+@dataclass
+class BatcherConfig:
+    max_batch: int = 16
+    max_delay_ms: float = 20.0
+    decode_threads: int = field(default_factory=io_threads)
+    decode_ahead: int = 2  # batches' worth of items decoded ahead of the device: the next batch, and one filling
+    writer_threads: int = field(default_factory=io_threads)  # PNG encoding and fsync release the GIL
+    max_pixels: int = 100_000_000
 
 
 @dataclass
@@ -42,16 +71,16 @@ class WorkerSettings:
     # How long a thread may hold the GIL while another waits for it (Python's default is 5 ms). With
     # compute="thread", the device thread gives the GIL up at every numpy call and must win it back to start
     # the next; with decode and write threads running Python beside it, each win could wait out a whole
-    # interval. 0.5 ms against 5 ms: a 200-image job ran 8 % and 6 % faster at the median of two interleaved
-    # runs (10 and 14 pairs of workers side by side, multistyle26 128², 2 cores). With the compute process
-    # it made no measurable difference (10 pairs, 2 decode and 2 write threads, 5 ms against 0.5 ms: 1.02 at
-    # the median, 5 of 10 faster).
+    # interval. A shorter interval made one worker's job faster with compute="thread" and changed nothing
+    # measurable with the compute process (bench/compute_process.py).
     switch_interval_ms: float = 0.5
-    store: StoreSettings = field(default_factory=StoreSettings)
-    # Where models are compiled and batches run: "process", a child process of the worker's own, whose GIL
-    # the worker's decode, write and Celery threads do not share (see workers.compute); "thread", the
-    # worker's device thread in this process (platforms without memfd_create).
-    compute: str = field(default_factory=lambda: "process" if compute_process_supported() else "thread")
+    store: StoreClientSettings = field(default_factory=StoreClientSettings)
+    # the compute process (workers.compute) where the platform has one
+    compute: ComputeMode = field(default_factory=lambda: ComputeMode.PROCESS if compute_process_supported()
+                                 else ComputeMode.THREAD)
+
+    def __post_init__(self) -> None:
+        self.compute = ComputeMode(self.compute)
 
     @property
     def queue(self) -> str:
@@ -77,7 +106,7 @@ class WorkerSettings:
         ``CORRAL_PLUGINS``, ``CORRAL_NUM_THREADS`` and the store's variables; ``overrides`` that are
         not None win (command-line options)."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {"store": StoreSettings.from_env(env)}
+        values: dict[str, object] = {"store": StoreClientSettings.from_env(env)}
         if env.get(ENV_REDIS_URL):
             values["redis_url"] = env[ENV_REDIS_URL]
         for key, name, kind in (("visibility_timeout", ENV_VISIBILITY_TIMEOUT, float),
@@ -92,5 +121,5 @@ class WorkerSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
-    def with_(self, **changes: object) -> WorkerSettings:
+    def with_(self, **changes: Any) -> WorkerSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

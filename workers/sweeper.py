@@ -13,8 +13,9 @@ Every worker runs one, and each round one of them (whoever takes
   kombu recorded it as unacknowledged, which nothing else would redeliver.
 
 Sending a chunk twice costs little: a delivery skips the items that already
-have an outcome (:func:`workers.tasks.read_chunk_state`), and outcomes are
-counted once. A job's records are dropped once all its items have an outcome.
+have an outcome (:meth:`scheduler.jobs.RedisJob.start_chunk`), and
+outcomes are counted once. A job's chunk records are dropped once all its
+items have an outcome.
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 from celery import Celery
+from redis.typing import EncodableT, FieldT
 
-from scheduler import chunks, keys
+from scheduler import keys
+from scheduler.jobs import Outstanding, RedisJob
+from scheduler.protocol import parse_task_id, send_chunk
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +69,7 @@ class LostChunk:
     holder: str = ""  # the dead worker whose claim this chunk had; empty when the broker lost it unclaimed
 
 
-@dataclass
-class _Job:
-    id: str
-    queue: str
-    priority: int
-    finished: int
-    outstanding: set[int] = field(default_factory=set)
-    claims: dict[int, str] = field(default_factory=dict)
-
-
-Republish = Callable[[LostChunk, list, int], None]  # (chunk, its item messages, attempt)
+Republish = Callable[[LostChunk, list[dict[str, Any]], int], None]  # (chunk, its item messages, attempt)
 
 
 class ChunkSweeper:
@@ -109,7 +104,7 @@ class ChunkSweeper:
     def sweep(self, now: float | None = None) -> list[LostChunk]:
         """One round; returns the chunks it sent again."""
         now = time.time() if now is None else now
-        jobs, finished = self._active_jobs()
+        jobs, finished = RedisJob.active(self.r)
         if finished:
             self._forget(finished)
         lost = self._dead_claims(jobs)
@@ -118,37 +113,18 @@ class ChunkSweeper:
             self._send_again(chunk, now)
         return lost
 
-    def _active_jobs(self) -> tuple[list[_Job], list[str]]:
-        ids = sorted(keys.text(i) for i in self.r.smembers(keys.ACTIVE_JOBS))
-        with self.r.pipeline(transaction=False) as p:
-            for job_id in ids:
-                p.hmget(keys.job(job_id), ["total", "done", "failed", "skipped", "queue", "priority"])
-                p.hkeys(keys.job_chunks(job_id))
-                p.hgetall(keys.job_claims(job_id))
-            replies = p.execute()
-        jobs, finished = [], []
-        for n, job_id in enumerate(ids):
-            (total, done, failed, skipped, queue, priority), outstanding, claims = replies[3 * n:3 * n + 3]
-            count = sum(int(v or 0) for v in (done, failed, skipped))
-            if total is None or count >= int(total):
-                finished.append(job_id)
-                continue
-            jobs.append(_Job(job_id, keys.text(queue or keys.CPU_QUEUE), int(priority or 5), count,
-                             {int(c) for c in outstanding}, {int(k): keys.text(v) for k, v in claims.items()}))
-        return jobs, finished
-
     def _forget(self, job_ids: list[str]) -> None:
         """Jobs whose items all have an outcome (or whose record is gone) need no more sweeping."""
         with self.r.pipeline(transaction=False) as p:
             p.srem(keys.ACTIVE_JOBS, *job_ids)
             p.hdel(keys.SWEEP_PROGRESS, *job_ids)
             for job_id in job_ids:
-                p.delete(keys.job_chunks(job_id), keys.job_claims(job_id))
+                RedisJob(self.r, job_id).forget_chunks_on(p)
             p.execute()
         gone = set(job_ids)
         self._drop_suspects(lambda job_id, _: job_id in gone)
 
-    def _dead_claims(self, jobs: list[_Job]) -> list[LostChunk]:
+    def _dead_claims(self, jobs: list[Outstanding]) -> list[LostChunk]:
         holders = sorted({w for job in jobs for w in job.claims.values()})
         if not holders:
             return []
@@ -156,15 +132,16 @@ class ChunkSweeper:
         return [LostChunk(job.id, chunk, job.queue, job.priority, f"worker {worker} stopped while running it",
                           holder=worker)
                 for job in jobs for chunk, worker in sorted(job.claims.items())
-                if worker not in alive and chunk in job.outstanding]
+                if worker not in alive and chunk in job.chunks]
 
-    def _missing(self, jobs: list[_Job], handled: set[tuple[str, int]], now: float) -> list[LostChunk]:
+    def _missing(self, jobs: list[Outstanding], handled: set[tuple[str, int]], now: float) -> list[LostChunk]:
         """Unclaimed chunks of stalled jobs found nowhere in the broker, for a second round running."""
         seen = {keys.text(k): int(v) for k, v in self.r.hgetall(keys.SWEEP_PROGRESS).items()}
         if jobs:
-            self.r.hset(keys.SWEEP_PROGRESS, mapping={job.id: job.finished for job in jobs})
+            progress: dict[FieldT, EncodableT] = {job.id: job.finished for job in jobs}
+            self.r.hset(keys.SWEEP_PROGRESS, mapping=progress)
         stalled = [job for job in jobs if seen.get(job.id) == job.finished]
-        candidates = {(job.id, c) for job in stalled for c in job.outstanding - set(job.claims)} - handled
+        candidates = {(job.id, c) for job in stalled for c in job.chunks - set(job.claims)} - handled
         if not candidates:
             return []
         known = self._in_broker({job.queue for job in stalled})
@@ -174,7 +151,8 @@ class ChunkSweeper:
         scanned = {job.id for job in stalled}
         suspects = {keys.text(k): float(v) for k, v in self.r.hgetall(keys.SWEEP_SUSPECTS).items()}
         by_id = {job.id: job for job in stalled}
-        lost, fresh = [], {}
+        lost: list[LostChunk] = []
+        fresh: dict[FieldT, EncodableT] = {}
         for job_id, chunk in sorted(missing):
             first = suspects.get(f"{job_id}.{chunk}")
             if first is None:
@@ -220,27 +198,27 @@ class ChunkSweeper:
             self.r.hdel(keys.SWEEP_SUSPECTS, *stale)
 
     def _send_again(self, lost: LostChunk, now: float) -> None:
-        items = chunks.chunk_items(self.r, lost.job_id, lost.chunk)
+        job = RedisJob(self.r, lost.job_id)
+        items = job.chunk_items(lost.chunk)
         if items is None:  # completed since this round looked
             return
         self.republish(lost, items, int(now * 1000))
         with self.r.pipeline(transaction=False) as p:
             if lost.holder:
-                chunks.drop_claim(p, lost.job_id, lost.chunk, lost.holder)
+                job.drop_claim_on(p, lost.chunk, lost.holder)
             p.hdel(keys.SWEEP_SUSPECTS, f"{lost.job_id}.{lost.chunk}")
             p.execute()
         log.warning("job %s: chunk %d sent again (%d items): %s", lost.job_id, lost.chunk, len(items), lost.reason)
 
 
-def _add_task(known: set[tuple[str, int]], message: dict) -> None:
-    parsed = chunks.parse_task_id(str((message.get("headers") or {}).get("id", "")))
+def _add_task(known: set[tuple[str, int]], message: dict[str, Any]) -> None:
+    parsed = parse_task_id(str((message.get("headers") or {}).get("id", "")))
     if parsed is not None:
         known.add(parsed)
 
 
 def celery_republisher(app: Celery) -> Republish:
     """Send a lost chunk through the worker's own Celery app, to the queue and priority of its job."""
-    def republish(lost: LostChunk, items: list, attempt: int) -> None:
-        chunks.send_chunk(app, lost.job_id, lost.chunk, items, queue=lost.queue, priority=lost.priority,
-                          attempt=attempt)
+    def republish(lost: LostChunk, items: list[dict[str, Any]], attempt: int) -> None:
+        send_chunk(app, lost.job_id, lost.chunk, items, queue=lost.queue, priority=lost.priority, attempt=attempt)
     return republish

@@ -32,9 +32,9 @@ from engine.graph import CUSTOM_DOMAIN, Node
 Kernel = Callable[[Sequence[Any]], list[Any]]
 
 # On a CPU, one run's batched inputs hold at most this many elements (a 512² RGB image; always at least one
-# item): a stacked batch's intermediates then still fit the caches, which is where a batch beats a loop.
-# Measured on the 26-style network (numpy, 2 cores): 256² runs best 4 at a time (21 img/s vs 16 at 8 or 1),
-# 512² one at a time (4.4 img/s vs 3.5 at 8), 128² at 16. A GPU has no such limit.
+# item): a stacked batch's intermediates then still fit the caches, which is where a batch beats a loop
+# (bench/engine.py's batch rows measure it; the run tuner picks among the layouts a backend offers).
+# A GPU has no such limit.
 CPU_RUN_ELEMENTS = 3 * 512 * 512
 
 

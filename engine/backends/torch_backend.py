@@ -213,7 +213,7 @@ class TorchNode:
     """One node's kernel as the executor calls it: the torch kernel, or the host kernel as a fallback."""
 
     def __init__(self, ctx: TorchBackend, op_type: str, host: Callable[[Sequence[Any]], list[Any]],
-                 kernel: TorchKernel | Any | None) -> None:
+                 kernel: TorchKernel[Any] | CustomTorchKernel | None) -> None:
         self.ctx = ctx
         self.op_type = op_type
         self.host = host

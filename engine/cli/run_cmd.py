@@ -19,7 +19,7 @@ from engine.cli.parsing import fail, parse_input_value
 from engine.compiled_model import CompiledModel
 from engine.description import Feature
 from engine.exceptions import EngineError
-from engine.images import DEFAULT_MAX_PIXELS, decode_image, image_to_tensor
+from engine.images import DEFAULT_MAX_PIXELS, ResizePolicy, decode_image, image_to_tensor
 from engine.outputs import NO_IMAGE_STEM, output_stems, write_item_outputs
 
 # Decoding and resizing release the GIL in Pillow, so a few threads keep up with the model.
@@ -62,7 +62,7 @@ class _Run:
     def load(self, path: Path) -> np.ndarray | BaseException:
         try:
             image = decode_image(path, max_pixels=self.max_pixels)
-            return image_to_tensor(image, self.feature, self.resize)  # type: ignore[arg-type]
+            return image_to_tensor(image, self.feature, self.resize)
         except EngineError as exc:
             return exc
 
@@ -127,7 +127,8 @@ class _Run:
 @click.option("--plugin", "plugins", multiple=True, envvar="CORRAL_PLUGINS",
               help="Module that registers custom layer/model classes (repeatable; CORRAL_PLUGINS, comma separated).")
 @click.option("--raw", is_flag=True, help="Also write every output as DIR/<stem>.npz.")
-@click.option("--resize", type=click.Choice(["fit", "fill", "pad", "reject"]), default="fit", show_default=True,
+@click.option("--resize", type=click.Choice([p.value for p in ResizePolicy if p is not ResizePolicy.NONE]),
+              default=ResizePolicy.FIT.value, show_default=True,
               help="What to do with an image whose size the model does not accept.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=8, show_default=True,
               help="Images per prediction batch.")

@@ -85,10 +85,10 @@ class _Rewriter:
             axes = attrs.pop("axes")
             inputs = [inputs[0], self.const(f"{hint}_axes", np.asarray(axes, np.int64))]
         elif op in ("ReduceMean", "ReduceMax") and len(inputs) > 1 and inputs[1]:
-            axes = self.const_input(node, 1)
-            if axes is None:
+            given = self.const_input(node, 1)
+            if given is None:
                 raise ExportError(f"node {hint!r}: {op} with computed axes needs opset 18; corral exports opset 17")
-            attrs["axes"] = [int(a) for a in np.asarray(axes).reshape(-1)]
+            attrs["axes"] = [int(a) for a in given.reshape(-1)]
             inputs = inputs[:1]
         elif op == "Split" and "split" in attrs:
             inputs = [inputs[0], self.const(f"{hint}_split", np.asarray(attrs.pop("split"), np.int64))]
@@ -122,9 +122,9 @@ class _Rewriter:
                       mode="linear" if mode in ("linear", "bilinear") else "nearest",
                       coordinate_transformation_mode="asymmetric", nearest_mode="floor")
             return
-        elif op == "Softmax" and int(attrs.get("opset", 13)) < 13:
+        elif op == "Softmax" and node.int_attr("opset", 13) < 13:
             # old Softmax: flatten to 2-D at axis, normalize rows, restore the shape
-            axis = int(attrs.get("axis", 1))
+            axis = node.int_attr("axis", 1)
             flat, shape, out = self.fresh(f"{hint}_2d"), self.fresh(f"{hint}_shape"), self.fresh(f"{hint}_rows")
             self.emit("Flatten", inputs[:1], [flat], f"{hint}_flatten", axis=axis)
             self.emit("Softmax", [flat], [out], f"{hint}_rows", axis=1)
@@ -145,8 +145,10 @@ class _Rewriter:
         x, hint = node.inputs[0], node.label
         scale = node.inputs[1] if len(node.inputs) > 1 else ""
         bias = node.inputs[2] if len(node.inputs) > 2 else ""
-        axes = [int(a) for a in node.attrs["axes"]]  # type: ignore[union-attr]
-        epsilon = float(node.attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        axes = node.ints_attr("axes")
+        if axes is None:
+            raise ExportError(f"node {node.label!r}: {node.op_type} has no axes attribute")
+        epsilon = node.float_attr("epsilon", 1e-5)
         out = node.outputs[0]
         normed = self.fresh(f"{hint}_normed") if scale or bias else out
         if axes == [2, 3] and self.ranks.get(x) == 4:

@@ -47,6 +47,7 @@ from engine.images.tensor import (
     ResizePolicy,
     image_to_tensor,
     resize,
+    resize_policy,
     target_size,
     tensor_to_image,
     tensor_to_pixels,
@@ -54,5 +55,5 @@ from engine.images.tensor import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "RESIZE_POLICIES", "ResizePolicy", "decode_image", "encode_png", "image_to_tensor",
-    "normalize_mode", "resize", "target_size", "tensor_to_image", "tensor_to_pixels",
+    "normalize_mode", "resize", "resize_policy", "target_size", "tensor_to_image", "tensor_to_pixels",
 ]

@@ -40,7 +40,7 @@ def decode_image(source: str | os.PathLike[str] | bytes | IO[bytes], *, max_pixe
     if not fp.getbuffer().nbytes:
         raise ImageDecodeError(f"{label}: empty file (0 bytes); the copy or download was probably interrupted — "
                                "copy the image again")
-    image = _open_header(fp, label)
+    image: Image.Image = _open_header(fp, label)
     width, height = image.size
     pixels = width * height
     if pixels > max_pixels:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Literal, get_args
+from enum import Enum
 
 import numpy as np
 from PIL import Image
@@ -13,8 +13,26 @@ from engine.description import Feature, ShapeSpec
 from engine.exceptions import InputError
 from engine.images.decode import decode_image, normalize_mode
 
-ResizePolicy = Literal["fit", "fill", "pad", "reject", "none"]
-RESIZE_POLICIES: tuple[str, ...] = get_args(ResizePolicy)
+
+class ResizePolicy(str, Enum):
+    """What becomes of an image whose size the model does not accept."""
+
+    FIT = "fit"  # stretched to the nearest allowed size
+    FILL = "fill"  # scaled to cover it, aspect kept, then cropped
+    PAD = "pad"  # scaled to fit inside it, aspect kept, then padded with black
+    REJECT = "reject"  # the item fails
+    NONE = "none"  # the same as reject
+
+
+RESIZE_POLICIES: tuple[str, ...] = tuple(p.value for p in ResizePolicy)
+
+
+def resize_policy(value: ResizePolicy | str) -> ResizePolicy:
+    """``value`` as a policy; an :class:`InputError` naming the choices for any other string."""
+    try:
+        return ResizePolicy(value)
+    except ValueError:
+        raise InputError(f"unknown resize policy {value!r}; choose one of {', '.join(RESIZE_POLICIES)}") from None
 
 _RESAMPLE = Image.Resampling.BILINEAR
 
@@ -56,8 +74,9 @@ def _clamp(value: int, lo: int, hi: int | None) -> int:
     return max(lo, value if hi is None else min(value, hi))
 
 
-def resize(image: Image.Image, size: tuple[int, int], policy: ResizePolicy) -> Image.Image:
+def resize(image: Image.Image, size: tuple[int, int], policy: ResizePolicy | str) -> Image.Image:
     """Bring ``image`` to ``size`` = (height, width) by ``policy`` (fit, fill or pad)."""
+    policy = resize_policy(policy)
     th, tw = size
     w, h = image.size
     if (h, w) == (th, tw):
@@ -75,11 +94,11 @@ def resize(image: Image.Image, size: tuple[int, int], policy: ResizePolicy) -> I
         canvas = Image.new(image.mode, (tw, th))  # zeros: black
         canvas.paste(image.resize((sw, sh), _RESAMPLE), ((tw - sw) // 2, (th - sh) // 2))
         return canvas
-    raise InputError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    raise InputError(f"resize policy {policy.value!r} does not resize; choose fit, fill or pad")
 
 
 def image_to_tensor(image: Image.Image | str | os.PathLike[str] | bytes, feature: Feature,
-                    policy: ResizePolicy = "fit") -> np.ndarray:
+                    policy: ResizePolicy | str = ResizePolicy.FIT) -> np.ndarray:
     """Map an image to the feature's float32 ``[C, H, W]`` tensor.
 
     A path or bytes is decoded first. An image whose size the feature allows
@@ -89,8 +108,7 @@ def image_to_tensor(image: Image.Image | str | os.PathLike[str] | bytes, feature
     if not isinstance(image, Image.Image):
         image = decode_image(image)
     image = normalize_mode(image)
-    if policy not in RESIZE_POLICIES:
-        raise InputError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    policy = resize_policy(policy)
     channels = feature.channels
     w, h = image.size
     if not feature.shape.allows((channels, h, w)):

@@ -159,7 +159,7 @@ class LayerConverter:
     def activation(self, layer: Any, p: Any, ins: list[str], outs: list[str]) -> None:
         kind = p.WhichOneof("NonlinearityType")
         x, out, n = ins[0], outs[0], layer.name
-        a = getattr(p, kind or "", None)
+        a: Any = getattr(p, kind or "", None)  # the activation's parameters (None for an unknown kind)
         scalar = lambda v, hint: self.const(f"{n}/{hint}", np.array(v, np.float32))
         if kind in ("ReLU", "tanh", "sigmoid"):
             self.node({"ReLU": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}[kind], [x], out, name=n)
@@ -399,10 +399,10 @@ class LayerConverter:
         for i, wp in enumerate(p.weights):
             label = f"layer {layer.name!r} weights[{i}]"
             if len(wp.rawValue) and not wp.HasField("quantization"):
-                value: Weight = np.frombuffer(wp.rawValue, np.uint8).copy()  # opaque bytes for the class
+                weight: Weight = np.frombuffer(wp.rawValue, np.uint8).copy()  # opaque bytes for the class
             else:
-                value = self.weight(wp, (_count(wp),), label)
-            weights.append(self.const(f"{layer.name}/weights{i}", value))
+                weight = self.weight(wp, (_count(wp),), label)
+            weights.append(self.const(f"{layer.name}/weights{i}", weight))
         self.graph.nodes.append(Node(op_type=p.className, inputs=[*ins, *weights], outputs=list(outs),
                                      name=layer.name, attrs=attrs, domain=CUSTOM_DOMAIN))
 

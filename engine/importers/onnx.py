@@ -46,6 +46,10 @@ from engine.importers.onnx_features import (
     tensor_info,
 )
 from engine.importers.onnx_graph import GraphConverter, check_ops, default_opset
+from engine.ops import make_op
+from engine.passes.base import PassContext
+from engine.passes.dead_nodes import drop_dead_nodes
+from engine.tensors import Weight
 
 MIN_OPSET = 7
 # A folded result this many elements larger than its inputs stays a node.
@@ -97,7 +101,7 @@ class OnnxImportOptions:
 
     def layout_for(self, name: str) -> ColorLayout | None:
         if self.color_layout is None or isinstance(self.color_layout, str):
-            return self.color_layout  # type: ignore[return-value]
+            return self.color_layout
         return self.color_layout.get(name)
 
 
@@ -193,7 +197,8 @@ def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions
                 if second is not None and second.flexible:
                     model.graph, probe = unfixed, second
         # Nothing learned (the model would not run on random inputs): trust a symbolic batch dim.
-        flexible = probe.flexible if probe else all(i.dims[0] is None for i in inputs if i.name in candidates)
+        flexible = probe.flexible if probe else all(i.dims is not None and i.dims[0] is None
+                                                    for i in inputs if i.name in candidates)
     model.description = importer.describe(inputs, outputs, batch=(flexible, probe))
     model.validate(where)
     return model
@@ -227,13 +232,13 @@ def unfix_batch(graph: Graph) -> Graph | None:
     for node in graph.nodes:
         shape = initializers.get(node.inputs[1]) if node.op_type == "Reshape" and len(node.inputs) > 1 else None
         if (shape is None or not isinstance(shape, np.ndarray) or shape.ndim != 1 or not shape.size
-                or int(shape[0]) != 1 or int(node.attrs.get("allowzero", 0) or 0)):
+                or int(shape[0]) != 1 or node.int_attr("allowzero", 0)):
             nodes.append(node)
             continue
         fixed = shape.copy()
         fixed[0] = 0
         name = f"{node.inputs[1]}__batch"
-        while name in initializers and not np.array_equal(initializers[name], fixed):
+        while name in initializers and not _equal(initializers[name], fixed):
             name += "_"
         initializers[name] = fixed
         nodes.append(Node(op_type=node.op_type, inputs=[node.inputs[0], name, *node.inputs[2:]],
@@ -245,17 +250,20 @@ def unfix_batch(graph: Graph) -> Graph | None:
     return Graph(nodes=nodes, initializers={k: v for k, v in initializers.items() if k in used})
 
 
+def _equal(weight: Weight, array: np.ndarray) -> bool:
+    return isinstance(weight, np.ndarray) and np.array_equal(weight, array)
+
+
 def _fold(graph: Graph, inputs: list[str], outputs: list[str]) -> Graph:
     """Fold constant subgraphs with corral's own ops, keeping exact dtypes; drop what no output needs.
 
     Only nodes whose inputs are all constant are evaluated, so the ops on the
     input-dependent path are not even loaded here.
     """
-    from engine.ops import make_op
-    from engine.passes import PassContext
-    from engine.passes.dead_nodes import drop_dead_nodes
-
-    constants = dict(graph.initializers)
+    constants: dict[str, np.ndarray] = {}
+    for name, value in graph.initializers.items():
+        assert isinstance(value, np.ndarray), f"ONNX weight {name!r} is not an array"
+        constants[name] = value
     kept = []
     for node in graph.toposort(inputs):  # execution order: a folded result can feed the next fold
         args = [constants.get(name) if name else None for name in node.inputs]

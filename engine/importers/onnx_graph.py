@@ -197,8 +197,8 @@ class GraphConverter:
     def _check_dtype_attrs(self, node: Node, where: str) -> None:
         # Cast's target type is an int attribute, not a tensor: check it here so an
         # unstorable type fails at import rather than on the first run.
-        if node.op_type == "Cast" and "to" in node.attrs:
-            numpy_dtype(self.onnx, int(node.attrs["to"]), f"{where} target type")  # type: ignore[arg-type]
+        if node.op_type == "Cast" and (code := node.int_attr("to")) is not None:
+            numpy_dtype(self.onnx, code, f"{where} target type")
 
     def _upgrade(self, node: Node) -> None:
         """Rewrite older-opset forms whose meaning corral's op would otherwise misread."""

@@ -10,12 +10,12 @@ shapes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import numpy as np
 
 from engine.exceptions import OpError
-from engine.graph import Node
+from engine.graph import AttrValue, Node
 
 Array = np.ndarray
 
@@ -94,7 +94,13 @@ def normalize_axis(axis: int, rank: int) -> int:
     return axis % rank if rank else 0
 
 
-def as_int_list(value: Array | Sequence[int] | None) -> list[int] | None:
+@overload
+def as_int_list(value: None) -> None: ...
+@overload
+def as_int_list(value: AttrValue | Sequence[int]) -> list[int]: ...
+@overload
+def as_int_list(value: AttrValue | Sequence[int] | None) -> list[int] | None: ...
+def as_int_list(value: AttrValue | Sequence[int] | None) -> list[int] | None:
     if value is None:
         return None
     return [int(v) for v in np.asarray(value).reshape(-1)]

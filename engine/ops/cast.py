@@ -28,9 +28,9 @@ class Cast(Op):
     op_type = "Cast"
 
     def setup(self, node: Node) -> None:
-        if "to" not in node.attrs:
+        code = node.int_attr("to")
+        if code is None:
             raise ValueError("the 'to' attribute is required")
-        code = int(node.attrs["to"])
         if code not in ONNX_DTYPES:
             raise ValueError(f"cannot cast to ONNX type code {code}: corral supports "
                              "float16/32/64, int8/16/32/64, uint8/16/32/64 and bool")

@@ -19,26 +19,22 @@ class Clip(Op):
     max_inputs = 3
 
     def setup(self, node: Node) -> None:
-        lo = node.attrs.get("min")
-        hi = node.attrs.get("max")
-        self.attr_min = None if lo is None else float(lo)
-        self.attr_max = None if hi is None else float(hi)
+        self.attr_min = node.float_attr("min")
+        self.attr_max = node.float_attr("max")
 
     def run(self, x: Array, lo: Array | None = None, hi: Array | None = None) -> Array:
         t = x.dtype.type
         low = self._bound(lo, self.attr_min, t)
         high = self._bound(hi, self.attr_max, t)
-        if low is None and high is None:
-            return x
         if high is None:
-            return np.maximum(x, low)
+            return x if low is None else np.maximum(x, low)
         if low is None:
             return np.minimum(x, high)
         # minimum(maximum(x, lo), hi): yields hi where lo > hi, as the spec asks.
         return np.minimum(np.maximum(x, low), high)
 
     @staticmethod
-    def _bound(value: Array | None, attr: float | None, t: type) -> object:
+    def _bound(value: Array | None, attr: float | None, t: type[np.generic]) -> np.generic | None:
         if value is not None:
             value = np.asarray(value)
             if value.size != 1:

@@ -14,9 +14,10 @@ class Concat(Op):
     max_inputs = 2**31 - 1
 
     def setup(self, node: Node) -> None:
-        if "axis" not in node.attrs:
+        axis = node.int_attr("axis")
+        if axis is None:
             raise ValueError("the axis attribute is required")
-        self.axis = int(node.attrs["axis"])
+        self.axis = axis
 
     def run(self, *inputs: Array | None) -> Array:
         if any(x is None for x in inputs):

@@ -251,7 +251,8 @@ def _conv_depthwise(xp: Array, y: Array, plan: ConvPlan, bias: Array | None, act
             start = tuple(slice(tap[a] * plan.dilations[a],
                                 tap[a] * plan.dilations[a] + (out_sp[a] - 1) * plan.strides[a] + 1,
                                 plan.strides[a]) for a in range(len(tap)))
-            src = xp[(b, slice(c0, c1), *start)]
+            index: tuple[int | slice, ...] = (b, slice(c0, c1), *start)
+            src = xp[index]
             wt = w[c0:c1, j].reshape((c1 - c0, *spatial_ones))
             if j == 0:
                 np.multiply(src, wt, out=out)

@@ -20,11 +20,10 @@ class Dropout(Op):
     max_inputs = 3
 
     def setup(self, node: Node) -> None:
-        seed = node.attrs.get("seed")
-        self.seed = None if seed is None else int(seed)
+        self.seed = node.int_attr("seed")
         self.want_mask = len(node.outputs) > 1 and bool(node.outputs[1])
         # Dropout-7..10 carried the ratio as an attribute.
-        self.attr_ratio = float(node.attrs.get("ratio", 0.5))
+        self.attr_ratio = node.float_attr("ratio", 0.5)
 
     def run(self, x: Array, ratio: Array | None = None, training_mode: Array | None = None
             ) -> Array | tuple[Array, Array]:

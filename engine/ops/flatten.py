@@ -12,7 +12,7 @@ class Flatten(Op):
     op_type = "Flatten"
 
     def setup(self, node: Node) -> None:
-        self.axis = int(node.attrs.get("axis", 1))
+        self.axis = node.int_attr("axis", 1)
 
     def run(self, x: Array) -> Array:
         rank = x.ndim

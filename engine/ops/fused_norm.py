@@ -13,7 +13,7 @@ rows spread over the engine's thread pool. ``scale`` and ``bias`` broadcast agai
 as the Mul/Add they replace did (a conditional instance norm passes
 per-item, per-channel ``[N, C, 1, 1]`` values).
 
-Internal to corral (``engine.ops.INTERNAL_OPS``): created by
+Internal to corral (``engine.op_table.INTERNAL_OPS``): created by
 ``engine.passes.norm_fusion``, never read from a model file.
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.graph import Node
 from engine.ops import threads
+from engine.ops.activations import Sigmoid
 from engine.ops.base import Array, Op, normalize_axis
 
 # Elements one tile works on at a time (512 KiB of float32): small enough that
@@ -41,17 +42,18 @@ class FusedMeanVarianceNorm(Op):
     foldable = False
 
     def setup(self, node: Node) -> None:
-        self.axes = [int(a) for a in node.attrs["axes"]]  # type: ignore[union-attr]
-        self.epsilon = float(node.attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        axes = node.ints_attr("axes")
+        if axes is None:
+            raise ValueError("the axes attribute is required")
+        self.axes = axes
+        self.epsilon = node.float_attr("epsilon", 1e-5)
         self.activation = str(node.attrs.get("activation", ""))
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, not {self.activation!r}")
-        self.sigmoid: Op | None = None
+        self.sigmoid: Sigmoid | None = None
         if self.activation == "Sigmoid":
-            from engine.ops import make_op
-
             # the very kernel an unfused Sigmoid node would run, so results match it
-            self.sigmoid = make_op(Node("Sigmoid", ["x"], ["y"], name=f"{node.label}_sigmoid"))
+            self.sigmoid = Sigmoid(Node("Sigmoid", ["x"], ["y"], name=f"{node.label}_sigmoid"))
 
     def run(self, x: Array, scale: Array | None = None, bias: Array | None = None) -> Array:
         x = np.asarray(x)

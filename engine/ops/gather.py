@@ -14,7 +14,7 @@ class Gather(Op):
     max_inputs = 2
 
     def setup(self, node: Node) -> None:
-        self.axis = int(node.attrs.get("axis", 0))
+        self.axis = node.int_attr("axis", 0)
 
     def run(self, data: Array, indices: Array) -> Array:
         axis = normalize_axis(self.axis, data.ndim)

@@ -14,8 +14,8 @@ class Gemm(Op):
     max_inputs = 3
 
     def setup(self, node: Node) -> None:
-        self.alpha = float(node.attrs.get("alpha", 1.0))
-        self.beta = float(node.attrs.get("beta", 1.0))
+        self.alpha = node.float_attr("alpha", 1.0)
+        self.beta = node.float_attr("beta", 1.0)
         self.trans_a = bool(node.attrs.get("transA", 0))
         self.trans_b = bool(node.attrs.get("transB", 0))
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from engine.graph import Node
 from engine.ops import threads
 from engine.ops.base import Array, Op, as_int_list, normalize_axis
 
-MODES = ("constant", "reflect", "edge", "wrap")
+PadMode = Literal["constant", "reflect", "edge", "wrap"]
+MODES: tuple[PadMode, ...] = ("constant", "reflect", "edge", "wrap")
 
 
 class Pad(Op):
@@ -23,10 +26,12 @@ class Pad(Op):
     max_inputs = 4
 
     def setup(self, node: Node) -> None:
-        mode = self.attr("mode", "constant")
-        self.mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        raw = self.attr("mode", "constant")
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        mode = next((m for m in MODES if m == name), None)
+        if mode is None:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {name!r}")
+        self.mode: PadMode = mode
         self.attr_pads = as_int_list(self.attr("pads"))
         self.attr_value = float(self.attr("value", 0.0))
 
@@ -39,14 +44,14 @@ class Pad(Op):
         axis_list = [normalize_axis(a, rank) for a in as_int_list(axes)] if axes is not None else list(range(rank))
         if len(pad_list) != 2 * len(axis_list):
             raise ValueError(f"pads has {len(pad_list)} values; {len(axis_list)} axes need {2 * len(axis_list)}")
-        width = [[0, 0] for _ in range(rank)]
+        signed = [[0, 0] for _ in range(rank)]
         for i, a in enumerate(axis_list):
-            width[a] = [pad_list[i], pad_list[i + len(axis_list)]]
+            signed[a] = [pad_list[i], pad_list[i + len(axis_list)]]
         # negative pads crop
-        crop = tuple(slice(max(-b, 0), x.shape[a] - max(-e, 0)) for a, (b, e) in enumerate(width))
+        crop = tuple(slice(max(-b, 0), x.shape[a] - max(-e, 0)) for a, (b, e) in enumerate(signed))
         if any(s.start or s.stop != x.shape[a] for a, s in enumerate(crop)):
             x = x[crop]
-        width = [(max(b, 0), max(e, 0)) for b, e in width]
+        width = [(max(b, 0), max(e, 0)) for b, e in signed]
         if not any(b or e for b, e in width):
             return x.copy()
         if self.mode == "constant":

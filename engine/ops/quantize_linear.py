@@ -50,7 +50,7 @@ FLOAT_DTYPES: dict[int, np.dtype] = {
 
 def _dtype_attr(node: Node, name: str, allowed: dict[int, np.dtype]) -> np.dtype | None:
     """The dtype an ONNX type-code attribute names (0 or absent: None); refuses codes outside ``allowed``."""
-    code = int(node.attrs.get(name, 0) or 0)
+    code = node.int_attr(name, 0)
     if not code:
         return None
     if code not in allowed:
@@ -71,8 +71,8 @@ class _Linear(Op):
     max_inputs = 3
 
     def setup(self, node: Node) -> None:
-        self.axis = int(node.attrs.get("axis", 1))
-        self.block_size = int(node.attrs.get("block_size", 0) or 0)
+        self.axis = node.int_attr("axis", 1)
+        self.block_size = node.int_attr("block_size", 0)
         if self.block_size < 0:
             raise ValueError(f"block_size must be >= 0, got {self.block_size}")
 

@@ -61,11 +61,11 @@ class Resize(Op):
         scale_vals = None if scales is None or np.size(scales) == 0 else [float(v) for v in np.asarray(
             scales).reshape(-1)]
         size_vals = None if sizes is None or np.size(sizes) == 0 else as_int_list(sizes)
-        if (scale_vals is None) == (size_vals is None):
-            raise ValueError("give exactly one of scales and sizes")
         given = scale_vals if scale_vals is not None else size_vals
-        if len(given) != len(axes):  # type: ignore[arg-type]
-            raise ValueError(f"{'scales' if scale_vals is not None else 'sizes'} has {len(given)} values "  # type: ignore[arg-type]
+        if given is None or (scale_vals is not None and size_vals is not None):
+            raise ValueError("give exactly one of scales and sizes")
+        if len(given) != len(axes):
+            raise ValueError(f"{'scales' if scale_vals is not None else 'sizes'} has {len(given)} values "
                              f"for {len(axes)} axes")
         full_scales = [1.0] * rank
         out_sizes = list(x.shape)

@@ -12,9 +12,8 @@ class Shape(Op):
     op_type = "Shape"
 
     def setup(self, node: Node) -> None:
-        self.start = int(node.attrs.get("start", 0))
-        end = node.attrs.get("end")
-        self.end = None if end is None else int(end)
+        self.start = node.int_attr("start", 0)
+        self.end = node.int_attr("end")
 
     def run(self, x: Array) -> Array:
         # Python slicing clamps out-of-range bounds just as the spec asks.

@@ -20,8 +20,8 @@ class Softmax(Op):
     op_type = "Softmax"
 
     def setup(self, node: Node) -> None:
-        self.coerce_2d = int(node.attrs.get("opset", 13)) < 13
-        self.axis = int(node.attrs.get("axis", 1 if self.coerce_2d else -1))
+        self.coerce_2d = node.int_attr("opset", 13) < 13
+        self.axis = node.int_attr("axis", 1 if self.coerce_2d else -1)
 
     def run(self, x: Array) -> Array:
         rank = x.ndim

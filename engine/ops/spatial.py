@@ -16,7 +16,7 @@ def _text(value: object) -> str:
 
 def parse_group(node: Node) -> int:
     """Conv/ConvTranspose ``group``: how many independent channel groups (1 = dense, C = depthwise)."""
-    group = int(node.attrs.get("group", 1))  # type: ignore[arg-type]
+    group = node.int_attr("group", 1)
     if group < 1:
         raise ValueError(f"group must be positive, got {group}")
     return group
@@ -38,8 +38,8 @@ class WindowAttrs:
     @classmethod
     def parse(cls, node: Node) -> WindowAttrs:
         def ints(name: str) -> tuple[int, ...] | None:
-            value = node.attrs.get(name)
-            return None if value is None else tuple(int(v) for v in value)  # type: ignore[union-attr]
+            value = node.ints_attr(name)
+            return None if value is None else tuple(value)
 
         auto_pad = _text(node.attrs.get("auto_pad", "NOTSET")) or "NOTSET"
         if auto_pad not in AUTO_PADS:

@@ -20,10 +20,9 @@ class Split(Op):
     max_inputs = 2
 
     def setup(self, node: Node) -> None:
-        self.axis = int(node.attrs.get("axis", 0))
+        self.axis = node.int_attr("axis", 0)
         self.attr_split = as_int_list(node.attrs.get("split"))
-        num = node.attrs.get("num_outputs")
-        self.num_outputs = None if num is None else int(num)
+        self.num_outputs = node.int_attr("num_outputs")
         self.outputs = len(node.outputs)
         if self.num_outputs is not None and self.num_outputs != self.outputs:
             raise ValueError(f"num_outputs is {self.num_outputs} but the node has {self.outputs} outputs")

@@ -29,7 +29,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -94,7 +94,7 @@ def _blas_controllers() -> list[Any]:
 def _set_blas_threads(lib: Any, count: int) -> None:
     # The engine's changes are already serialized (under _lock) and counted, so it bypasses threadpoolctl's
     # one-controlling-thread rule for OpenBLAS's pthreads pool; left in place, a kernel run from any other
-    # thread than the first ran its GEMMs on all of BLAS's threads besides the pool's: 25 % slower.
+    # thread than the first ran its GEMMs on all of BLAS's threads besides the pool's, contending with them.
     setter = getattr(lib, "_real_set_num_threads", None) or lib.set_num_threads
     setter(count)
 
@@ -135,10 +135,7 @@ def can_parallelize() -> bool:
     return num_threads() > 1 and not getattr(_local, "in_pool", False) and bool(_blas_controllers())
 
 
-_DONE = object()  # what the tile iterator gives once it is empty
-
-
-class _TileQueue:
+class _TileQueue(Generic[T]):
     """Tiles handed out one at a time to whichever thread asks next; the first failure stops the handing out."""
 
     def __init__(self, fn: Callable[[T], Any], tiles: list[T]) -> None:
@@ -152,9 +149,10 @@ class _TileQueue:
             with self._lock:
                 if self.error is not None:
                     return
-                tile = next(self._tiles, _DONE)
-            if tile is _DONE:
-                return
+                try:
+                    tile = next(self._tiles)
+                except StopIteration:
+                    return
             try:
                 self._fn(tile)
             except BaseException as exc:  # noqa: BLE001 - re-raised by run_tiles once every thread has stopped
@@ -164,7 +162,7 @@ class _TileQueue:
                 return
 
 
-def _helper(queue: _TileQueue) -> None:
+def _helper(queue: _TileQueue[Any]) -> None:
     _local.in_pool = True
     try:
         queue.drain()

@@ -17,13 +17,14 @@ class _Variadic(Op):
     ufunc: ClassVar[Callable[..., Array]]
 
     def run(self, *inputs: Array | None) -> Array:
-        if any(x is None for x in inputs):
+        given = [x for x in inputs if x is not None]
+        if len(given) != len(inputs):
             raise ValueError("every input must be given; an empty input name is not allowed here")
         ufunc = type(self).ufunc
-        result = np.asarray(inputs[0])
+        result = np.asarray(given[0])
         owned = False  # once result is our own buffer, later steps can write into it
-        for x in inputs[1:]:
-            result, other = align_operands(result, x)  # type: ignore[arg-type]
+        for x in given[1:]:
+            result, other = align_operands(result, x)
             if owned and np.broadcast_shapes(result.shape, other.shape) == result.shape:
                 ufunc(result, other, out=result)
             else:

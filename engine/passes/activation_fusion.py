@@ -7,7 +7,7 @@ buffer, saving one full pass over the tensor and one allocation.
 
 from __future__ import annotations
 
-from engine.passes import PassContext
+from engine.passes.base import PassContext
 
 ACTIVATIONS = ("Relu", "Sigmoid")
 # Op types whose kernels honour the ``activation`` attribute.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.passes import PassContext
+from engine.passes.base import PassContext
 
 
 def fold_batchnorm(ctx: PassContext) -> int:
@@ -30,8 +30,8 @@ def fold_batchnorm(ctx: PassContext) -> int:
         if ctx.only_consumer(bn.inputs[0], users) is not bn:
             continue
         weight = ctx.constant(conv.inputs[1])
-        params = [ctx.constant(name) for name in bn.inputs[1:5]]
-        if weight is None or any(p is None for p in params) or weight.dtype.kind != "f":
+        params = [p for p in (ctx.constant(name) for name in bn.inputs[1:5]) if p is not None]
+        if weight is None or len(params) != 4 or weight.dtype.kind != "f":
             continue
         out_channels = weight.shape[0]
         if any(p.size not in (1, out_channels) for p in params):
@@ -42,7 +42,7 @@ def fold_batchnorm(ctx: PassContext) -> int:
         bias = ctx.constant(conv.inputs[2]) if has_bias else np.zeros(out_channels)
         if bias is None:
             continue
-        factor = gamma / np.sqrt(var + float(bn.attrs.get("epsilon", 1e-5)))  # [C_out]
+        factor = gamma / np.sqrt(var + bn.float_attr("epsilon", 1e-5))  # [C_out]
         new_weight = (weight.astype(np.float64) * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(weight.dtype)
         new_bias = ((np.asarray(bias, np.float64).reshape(-1) - mean) * factor + beta).astype(weight.dtype)
         conv.inputs = [conv.inputs[0], ctx.add_constant(f"{conv.label}_w", new_weight),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.ops import INTERNAL_OPS, SUPPORTED_OPS, make_op, op_class
-from engine.passes import PassContext
+from engine.passes.base import PassContext
 
 # A folded result this many elements larger than the node's inputs stays a
 # node: expanding ops (ConstantOfShape, Expand) would otherwise bloat the

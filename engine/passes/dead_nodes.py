@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.passes import PassContext
+from engine.passes.base import PassContext
 
 
 def drop_dead_nodes(ctx: PassContext) -> int:

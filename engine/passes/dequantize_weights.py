@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.ops import make_op
-from engine.passes import PassContext
+from engine.passes.base import PassContext
 from engine.tensors import to_float_array
 
 

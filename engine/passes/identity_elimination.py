@@ -9,7 +9,7 @@ weight or output.
 from __future__ import annotations
 
 from engine.graph import Node
-from engine.passes import PassContext
+from engine.passes.base import PassContext
 
 PASSTHROUGH = ("Identity", "Dropout")
 

@@ -15,13 +15,15 @@ pattern, so nothing else in the graph can observe a value that disappears.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from engine.graph import Node
-from engine.passes import PassContext
+from engine.passes.base import PassContext
 
 FUSED_OP = "FusedMeanVarianceNorm"
 
 
-def _is(node: Node | None, op_type: str) -> bool:
+def _is(node: Node | None, op_type: str) -> TypeGuard[Node]:
     return node is not None and node.op_type == op_type and not node.domain
 
 
@@ -40,7 +42,7 @@ def _scalar(ctx: PassContext, name: str | None) -> float | None:
 
 
 def _reduce_axes(ctx: PassContext, node: Node) -> list[int] | None:
-    if not _is(node, "ReduceMean") or int(node.attrs.get("keepdims", 1)) != 1:  # type: ignore[arg-type]
+    if not _is(node, "ReduceMean") or node.int_attr("keepdims", 1) != 1:
         return None
     axes = node.attrs.get("axes")
     if len(node.inputs) > 1 and node.inputs[1]:
@@ -48,9 +50,9 @@ def _reduce_axes(ctx: PassContext, node: Node) -> list[int] | None:
         if given is None:
             return None
         axes = given.reshape(-1).tolist()
-    if not axes:
+    if not isinstance(axes, list) or not axes:  # none, or not the list of ints ONNX spells axes as
         return None
-    return sorted(int(a) for a in axes)  # type: ignore[union-attr]
+    return sorted(int(a) for a in axes)
 
 
 class _Matcher:

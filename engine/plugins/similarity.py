@@ -93,7 +93,8 @@ class ImageSimilarity(CustomModel):
             raise ValueError(f"the model has no {INDEX!r} weight (the index to search)")
         image = description.input("image")
         net = {k[len(EMBED):]: v for k, v in weights.items() if k.startswith(EMBED)}
-        self.net = compile(embedder(net, tuple(image.shape.default[1:])), backend, device)
+        _, height, width = image.shape.default  # an image feature's [C, H, W]
+        self.net = compile(embedder(net, (height, width)), backend, device)
         self.index = _normalize(np.asarray(weights[INDEX], np.float32))  # [K, D]
         self.center = np.asarray(weights.get(CENTER, np.zeros(self.index.shape[1])), np.float32)  # [D]
         self.k = min(int(description.metadata.user.get("k", 5)), len(self.index))

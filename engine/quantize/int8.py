@@ -103,7 +103,7 @@ def quantize_int8(model: Model, calibration: CalibrationSet, method: str = "minm
         np.dtype("float32" if f.kind == "image" else f.dtype)), input_dims(f)) for f in desc.inputs]
     proto = graph_to_onnx(ctx.nodes, ctx.constants, infos, [f.name for f in desc.outputs], model.name)
 
-    class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
+    class Reader(_Reader, CalibrationDataReader):
         pass
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,

@@ -273,7 +273,7 @@ def test_resize_policies():
         with pytest.raises(InputError, match=r"20×10 .* not allowed; the model accepts C×H×W 3×10×10"):
             image_to_tensor(img, feature, policy)
     with pytest.raises(InputError, match="unknown resize policy"):
-        image_to_tensor(img, feature, "squash")  # type: ignore[arg-type]
+        image_to_tensor(img, feature, "squash")
 
 
 def test_resize_onto_enumerated_and_ranged_features():

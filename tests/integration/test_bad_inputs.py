@@ -13,7 +13,7 @@ import redis
 from PIL import Image
 
 from scheduler.client import Client
-from scheduler.jobs import JobStatus
+from scheduler.records import JobStatus
 from tests.integration.conftest import make_images
 
 pytestmark = pytest.mark.slow

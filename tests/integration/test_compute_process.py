@@ -12,7 +12,7 @@ from PIL import Image
 import engine
 from engine.builder import ModelBuilder
 from scheduler.client import Client
-from scheduler.jobs import JobStatus
+from scheduler.records import JobStatus
 from scheduler.registry import live_workers
 from tests.integration.conftest import make_images
 

@@ -11,7 +11,8 @@ import redis
 
 from scheduler import keys
 from scheduler.client import Client
-from scheduler.jobs import JobStatus, load_job
+from scheduler.jobs import RedisJob
+from scheduler.records import JobStatus
 from tests.integration.conftest import make_images
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def _assert_exactly_once(r: redis.Redis, job_id: str, out: Path, total: int) -> None:
-    record = load_job(r, job_id)
+    record = RedisJob(r, job_id).load()
     assert record.status is JobStatus.DONE
     assert (record.done, record.failed, record.skipped) == (total, 0, 0)
     assert r.scard(keys.job_finished(job_id)) == total
@@ -38,10 +39,10 @@ def test_sigkill_mid_job_redelivers_every_item_once(redis_url: str, r: redis.Red
     make_images(tmp_path / "in", total, size=(192, 192))
     first = worker("--concurrency", "4", "--max-batch", "4", visibility_timeout=4)
     job = Client(redis_url).submit([tmp_path / "in"], model=str(slow_model), out=tmp_path / "out", chunk_size=4)
-    _wait_for(lambda: load_job(r, job.id).done >= 6, 60, "some items to finish")
+    _wait_for(lambda: RedisJob(r, job.id).load().done >= 6, 60, "some items to finish")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    killed_at = load_job(r, job.id).done
+    killed_at = RedisJob(r, job.id).load().done
     assert killed_at < total, "the job finished before the kill; make the model slower"
     assert r.hlen("unacked") > 0  # kombu holds the killed worker's chunks as unacknowledged
     # the second worker decodes one batch ahead and writes on two threads: redelivery holds under any pacing
@@ -79,10 +80,10 @@ def test_sigterm_drains_and_hands_back_unstarted_chunks(redis_url: str, r: redis
     # a long visibility timeout: the job can only complete in time if SIGTERM requeued its chunks at once
     first = worker("--concurrency", "4", "--max-batch", "4", visibility_timeout=600)
     job = Client(redis_url).submit([tmp_path / "in"], model=str(slow_model), out=tmp_path / "out", chunk_size=4)
-    _wait_for(lambda: load_job(r, job.id).done >= 4, 60, "some items to finish")
+    _wait_for(lambda: RedisJob(r, job.id).load().done >= 4, 60, "some items to finish")
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
-    assert load_job(r, job.id).done < total
+    assert RedisJob(r, job.id).load().done < total
     worker("--concurrency", "4", "--max-batch", "4", visibility_timeout=600)
     job.wait(timeout=90)
     _assert_exactly_once(r, job.id, tmp_path / "out", total)
@@ -95,12 +96,12 @@ def test_cancel_drops_queued_items(redis_url: str, r: redis.Redis, worker, slow_
     proc = worker("--concurrency", "2", "--max-batch", "4")
     client = Client(redis_url)
     job = client.submit([tmp_path / "in"], model=str(slow_model), out=tmp_path / "out", chunk_size=4)
-    _wait_for(lambda: load_job(r, job.id).done >= 2, 60, "some items to finish")
+    _wait_for(lambda: RedisJob(r, job.id).load().done >= 2, 60, "some items to finish")
     assert job.cancel()
     assert job.status().status is JobStatus.CANCELLED
     assert not job.cancel()  # already ended
-    _wait_for(lambda: load_job(r, job.id).finished_items == total, 60, "every item to be accounted for")
-    record = load_job(r, job.id)
+    _wait_for(lambda: RedisJob(r, job.id).load().finished_items == total, 60, "every item to be accounted for")
+    record = RedisJob(r, job.id).load()
     assert record.skipped > total // 2 and record.done + record.skipped == total
     assert len(list((tmp_path / "out").glob("*.png"))) == record.done
     # the worker carries on with other jobs

@@ -18,7 +18,7 @@ from PIL import Image
 from scheduler import keys
 from scheduler.cli import main
 from scheduler.client import Client
-from scheduler.jobs import JobStatus
+from scheduler.records import JobStatus
 from scheduler.registry import live_workers
 from tests.integration.conftest import make_images, python_env
 

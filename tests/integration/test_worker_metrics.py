@@ -11,11 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.client import Client
 from scheduler.embedded import free_port, store_args
-from scheduler.jobs import JobStatus, load_job
+from scheduler.jobs import RedisJob
+from scheduler.records import JobStatus
 from scheduler.registry import live_workers
 from store.fetch import ModelFetcher
 from store.repository import Repository
-from store.settings import StoreSettings
+from store.settings import StoreClientSettings
 from tests.integration.conftest import make_images
 
 pytestmark = pytest.mark.slow
@@ -29,14 +30,14 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_metrics_endpoint_after_a_store_model_job(redis_url: str, r: redis.Redis, worker, tiny_model: Path,
                                                   tmp_path: Path) -> None:
-    store = StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "producer-cache")
+    store = StoreClientSettings(root=tmp_path / "store", cache_dir=tmp_path / "producer-cache")
     Repository(store.root).publish("tiny", tiny_model)
     port = free_port()
     worker("--max-batch", "4", "--metrics-port", str(port), *store_args(store.with_(cache_dir=tmp_path / "wc")))
     make_images(tmp_path / "in", 10)
     client = Client(redis_url, fetcher=ModelFetcher.from_settings(store))
     job = client.submit([tmp_path / "in"], model="tiny@lut8", out=tmp_path / "out", chunk_size=5)
-    assert load_job(r, job.id).model_path == "tiny:1@lut8"  # pinned at submit
+    assert RedisJob(r, job.id).load().model_path == "tiny:1@lut8"  # pinned at submit
     final = job.wait(timeout=60)
     assert (final.status, final.done) == (JobStatus.DONE, 10)
     assert len(list((tmp_path / "out").glob("*.png"))) == 10

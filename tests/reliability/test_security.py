@@ -97,9 +97,10 @@ def test_a_worker_refuses_an_item_name_that_climbs_out_of_the_job_directory(tmp_
     """Chunk messages come from whoever can write to Redis; the worker must not trust their names."""
     import fakeredis
 
-    from scheduler.jobs import JobRecord
+    from scheduler.protocol import ChunkItem
+    from scheduler.records import JobRecord
     from workers.exceptions import UnsafeOutputNameError
-    from workers.item_io import ChunkItem, write_outputs
+    from workers.item_io import write_outputs
 
     b = ModelBuilder("ident")
     x = b.image_input("image", size=(4, 4))

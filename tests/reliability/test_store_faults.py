@@ -13,10 +13,10 @@ import pytest
 
 import engine
 from scheduler.client import Client
-from scheduler.jobs import JobStatus
+from scheduler.records import JobStatus
 from store.client import CorruptDownloadError, StoreClient, StoreUnavailableError
 from store.fetch import ModelFetcher
-from store.settings import StoreSettings
+from store.settings import StoreClientSettings
 from tests.integration.conftest import make_images, python_env
 from tests.reliability.conftest import StoreService
 
@@ -35,7 +35,7 @@ def _worker_fetcher(monkeypatch: pytest.MonkeyPatch, store: StoreService, cache:
     monkeypatch.setenv("CORRAL_STORE_URL", store.url)
     monkeypatch.setenv("CORRAL_STORE_WAIT_S", str(wait_s))
     monkeypatch.delenv("CORRAL_STORE_TOKEN", raising=False)
-    return ModelFetcher.from_settings(StoreSettings.from_env(cache_dir=cache))
+    return ModelFetcher.from_settings(StoreClientSettings.from_env(cache_dir=cache))
 
 
 def _predicts(compiled) -> None:

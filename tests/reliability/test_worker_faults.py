@@ -13,7 +13,8 @@ import redis
 from scheduler import keys
 from scheduler.client import Client
 from scheduler.embedded import start_worker, stop_process
-from scheduler.jobs import JobStatus, load_job
+from scheduler.jobs import RedisJob
+from scheduler.records import JobStatus
 from scheduler.registry import live_workers
 from tests.integration.conftest import make_images
 from tests.reliability.conftest import AofRedis, wait_for
@@ -33,7 +34,7 @@ def _output_names(out: Path) -> list[str]:
 
 def _diagnose(r: redis.Redis, job_id: str, total: int, fleet: list[subprocess.Popen]) -> str:
     """What a stuck job looks like from Redis and the workers' logs, for the failure message."""
-    lines = [f"record: {load_job(r, job_id)}",
+    lines = [f"record: {RedisJob(r, job_id).load()}",
              f"missing items: {sorted(set(range(total)) - _finished(r, job_id))}",
              (f"unacked chunks: {r.hlen('unacked')}, queues: "
              f"{ {k.decode(): r.llen(k) for k in r.keys('corral.*') if r.type(k) == b'list'} }, "
@@ -59,13 +60,13 @@ def test_three_sigkills_during_a_500_image_job_with_two_workers(redis_url: str, 
     job = Client(redis_url).submit([tmp_path / "in"], model=str(slow_model), out=tmp_path / "out", chunk_size=10)
     kills = []
     for n in range(3):
-        wait_for(lambda n=n: load_job(r, job.id).done >= (n + 1) * 60, 90, f"{(n + 1) * 60} items before kill {n + 1}")
+        wait_for(lambda n=n: RedisJob(r, job.id).load().done >= (n + 1) * 60, 90, f"{(n + 1) * 60} items before kill {n + 1}")
         victim = fleet[n % 2]  # the 3rd kill takes the replacement started at the 1st
         wait_for(lambda v=victim: v.pid in {w.pid for w in live_workers(r)}, 30, "the victim to be running")
         in_flight = r.hlen("unacked")  # chunks reserved by some worker and not yet acknowledged
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        kills.append((load_job(r, job.id).done, in_flight))
+        kills.append((RedisJob(r, job.id).load().done, in_flight))
         fleet[n % 2] = worker(*args, visibility_timeout=3, wait=False)  # starts while the other one works on
     assert all(done < total for done, _ in kills), f"the job ended before all three kills: {kills}"
     assert any(in_flight for _, in_flight in kills), "no kill caught a worker holding chunks"
@@ -98,12 +99,12 @@ def test_redis_killed_and_restarted_from_its_append_only_file_mid_job(aof_redis:
     try:
         r = redis.Redis.from_url(aof_redis.url)
         job = Client(aof_redis.url).submit([tmp_path / "in"], model=str(slow_model), out=out, chunk_size=10)
-        wait_for(lambda: load_job(r, job.id).done >= 40, 60, "40 items before the crash")
+        wait_for(lambda: RedisJob(r, job.id).load().done >= 40, 60, "40 items before the crash")
         aof_redis.kill()
         time.sleep(2)  # workers lose their broker, heartbeats and progress writes meanwhile
         aof_redis.start()
         r = redis.Redis.from_url(aof_redis.url)
-        restored = load_job(r, job.id)  # the job survived in the AOF
+        restored = RedisJob(r, job.id).load()  # the job survived in the AOF
         assert restored.total == total and restored.done < total
         # whatever Redis says is done is on disk: a lost second of AOF may forget done items, never invent them.
         # Read Redis before the folder: workers are back and write each output before recording it.

@@ -12,7 +12,7 @@ from PIL import Image
 from scheduler import blobs, keys
 from scheduler.client import Client, input_value
 from scheduler.inputs import scan_inputs
-from scheduler.jobs import JobRecord
+from scheduler.records import JobRecord
 
 
 def _items(tmp_path: Path, n: int):

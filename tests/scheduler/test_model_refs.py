@@ -16,13 +16,13 @@ from scheduler.routing import choose_queue
 from store import exceptions as store_exceptions
 from store.fetch import ModelFetcher
 from store.repository import Repository
-from store.settings import StoreSettings
+from store.settings import StoreClientSettings
 from tests.store.conftest import tiny_model
 
 
 @pytest.fixture
 def fetcher(tmp_path: Path) -> ModelFetcher:
-    return ModelFetcher.from_settings(StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
+    return ModelFetcher.from_settings(StoreClientSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
 
 
 @pytest.fixture

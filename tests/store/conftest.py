@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from engine import ModelBuilder
 from engine.format import save
 from store.app import create_app
-from store.config import StoreConfig
+from store.config import StoreServerSettings
 from store.server import BackgroundServer, loopback_socket
 
 
@@ -67,7 +67,7 @@ def live_store(tmp_path: Path) -> Iterator[StoreFactory]:
         if with_token:
             token_file = tmp_path / f"token{len(started)}"
             token_file.write_text(token + "\n")
-        app = create_app(StoreConfig(root=root, token_file=token_file, **options))
+        app = create_app(StoreServerSettings(root=root, token_file=token_file, **options))
         server = BackgroundServer(wrap(app) if wrap else app, loopback_socket()).start()
         live = LiveStore(server.url, app, root, token, server)
         started.append(live)

@@ -167,7 +167,7 @@ def test_uploads_must_be_loadable_packages(live_store: StoreFactory, model_file:
 def test_named_recipes_are_variants_and_bad_ones_fail_at_start(live_store: StoreFactory, model_file: Path,
                                                               tmp_path: Path) -> None:
     from store.app import create_app
-    from store.config import StoreConfig
+    from store.config import StoreServerSettings
     from store.exceptions import ModelRefError
 
     live = live_store(recipes={"tiny2": {"mode": "lut", "bits": 2, "group_size": 4}})
@@ -178,6 +178,6 @@ def test_named_recipes_are_variants_and_bad_ones_fail_at_start(live_store: Store
     recipe = httpx.get(f"{live.url}/v1/models/tiny/1").json()["variants"]["tiny2"]["recipe"]
     assert recipe == {"mode": "lut", "bits": 2, "group_size": 4}
     with pytest.raises(ModelRefError, match="bad quantizer options"):
-        create_app(StoreConfig(root=tmp_path / "r", recipes={"odd": {"mode": "lut", "bits": 11}}))
+        create_app(StoreServerSettings(root=tmp_path / "r", recipes={"odd": {"mode": "lut", "bits": 11}}))
     with pytest.raises(ModelRefError, match="built-in"):
-        create_app(StoreConfig(root=tmp_path / "r", recipes={"lut4": {"mode": "lut", "bits": 4}}))
+        create_app(StoreServerSettings(root=tmp_path / "r", recipes={"lut4": {"mode": "lut", "bits": 4}}))

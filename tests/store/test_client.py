@@ -124,11 +124,11 @@ def test_a_store_that_is_down_is_retried_then_reported(tmp_path: Path, caplog: p
 
 def test_a_store_that_comes_back_is_used_after_backoff(tmp_path: Path, model_file: Path) -> None:
     from store.app import create_app
-    from store.config import StoreConfig
+    from store.config import StoreServerSettings
 
     sock = loopback_socket()
     host, port = sock.getsockname()
-    app = create_app(StoreConfig(root=tmp_path / "root"))
+    app = create_app(StoreServerSettings(root=tmp_path / "root"))
     servers: list[BackgroundServer] = []
     timer = threading.Timer(0.3, lambda: servers.append(BackgroundServer(app, sock).start()))
     timer.start()

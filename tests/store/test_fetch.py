@@ -15,7 +15,7 @@ from store.exceptions import ConfigError
 from store.fetch import LocalSource, ModelFetcher, RemoteSource
 from store.metrics import FETCH
 from store.repository import Repository
-from store.settings import StoreSettings
+from store.settings import StoreClientSettings
 from store.variants import VariantMaker
 from tests.store.conftest import StoreFactory
 from tests.store.test_client import TamperDownloads
@@ -105,7 +105,7 @@ def test_local_store_without_a_server(model_file: Path, tmp_path: Path) -> None:
 
 def test_settings_without_a_url_pick_the_local_root(model_file: Path, tmp_path: Path) -> None:
     Repository(tmp_path / "store").publish("tiny", model_file)
-    fetcher = ModelFetcher.from_settings(StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
+    fetcher = ModelFetcher.from_settings(StoreClientSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
     assert isinstance(fetcher.source, LocalSource) and fetcher.pin("tiny@lut4") == "tiny:1@lut4"
     # the manifest tells routing what the model needs, without a download
     assert {"Conv", "Relu"} <= set(fetcher.describe("tiny")["ops"])
@@ -116,12 +116,12 @@ def test_store_settings_from_the_environment(tmp_path: Path) -> None:
     env = {"CORRAL_STORE_URL": "http://store:8700", "CORRAL_STORE_TOKEN": "t" * 20,
            "CORRAL_STORE_ROOT": str(tmp_path / "r"), "CORRAL_CACHE_DIR": str(tmp_path / "c"),
            "CORRAL_STORE_WAIT_S": "2.5"}
-    settings = StoreSettings.from_env(env)
-    assert settings == StoreSettings("http://store:8700", "t" * 20, tmp_path / "r", tmp_path / "c", 2.5)
-    assert StoreSettings.from_env(env, root=tmp_path / "x", url=None).root == tmp_path / "x"  # options win
-    assert StoreSettings.from_env({}).url is None
+    settings = StoreClientSettings.from_env(env)
+    assert settings == StoreClientSettings("http://store:8700", "t" * 20, tmp_path / "r", tmp_path / "c", 2.5)
+    assert StoreClientSettings.from_env(env, root=tmp_path / "x", url=None).root == tmp_path / "x"  # options win
+    assert StoreClientSettings.from_env({}).url is None
     with pytest.raises(ConfigError, match="CORRAL_STORE_WAIT_S='soon'"):
-        StoreSettings.from_env({"CORRAL_STORE_WAIT_S": "soon"})
+        StoreClientSettings.from_env({"CORRAL_STORE_WAIT_S": "soon"})
 
 
 def test_two_makers_on_one_root_build_a_variant_once(model_file: Path, tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_default_fetcher_and_ref_detection(monkeypatch: pytest.MonkeyPatch, mode
 
     monkeypatch.setattr(fetch, "_default", None)
     monkeypatch.setattr(fetch, "_default_settings", fetch._default_settings)
-    fetch.configure(StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
+    fetch.configure(StoreClientSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache"))
     Repository(tmp_path / "store").publish("tiny", model_file)
     assert fetch.is_store_ref("tiny:1@lut4") and not fetch.is_store_ref(str(model_file))
     assert fetch.default_fetcher() is fetch.default_fetcher()
@@ -187,8 +187,9 @@ def test_a_fetch_waits_for_a_store_that_is_down_then_fails_clearly(tmp_path: Pat
     from store.server import loopback_socket
 
     sock = loopback_socket()
-    fetcher = ModelFetcher.from_settings(StoreSettings(url=f"http://127.0.0.1:{sock.getsockname()[1]}", wait_s=1,
-                                                       cache_dir=tmp_path / "cache"))
+    settings = StoreClientSettings(url=f"http://127.0.0.1:{sock.getsockname()[1]}", wait_s=1,
+                                   cache_dir=tmp_path / "cache")
+    fetcher = ModelFetcher.from_settings(settings)
     with pytest.raises(StoreUnavailableError, match="within 1 s; last error.*CORRAL_STORE_URL"):
         fetcher.fetch("tiny:1@lut4")
     sock.close()

@@ -6,7 +6,6 @@ import io
 import os
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import fakeredis
@@ -17,13 +16,17 @@ from PIL import Image
 
 import engine
 from engine.builder import ModelBuilder
-from scheduler import chunks, keys
-from scheduler.jobs import JobRecord, Outcome, cancel_job, create_job, failures, load_job
+from scheduler import keys
+from scheduler.jobs import RedisJob
+from scheduler.protocol import ChunkItem
+from scheduler.records import JobRecord, Outcome
 from workers import metrics
-from workers.batcher import Batcher, BatcherConfig, Requeue
-from workers.item_io import ChunkItem, ChunkRelease
+from workers.batcher import Batcher
+from workers.exceptions import Requeue
 from workers.model_cache import ModelCache
 from workers.models import LocalModels
+from workers.outcomes import OutcomeReporter
+from workers.settings import BatcherConfig
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +47,12 @@ def r() -> fakeredis.FakeRedis:
 
 def _batcher(r, **cfg) -> Batcher:
     cache = ModelCache(lambda key: engine.compile(engine.load(key)), 10**9)
-    return Batcher(r, LocalModels(cache), lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
+    return Batcher(r, LocalModels(cache), lambda job: job.model_path, BatcherConfig(**cfg), OutcomeReporter(r, "w1"))
 
 
 def _job(r, model_path: str, out: Path, job_id: str, total: int) -> JobRecord:
     rec = JobRecord(id=job_id, model=model_path, model_path=model_path, out=str(out), total=total)
-    create_job(r, rec)
+    RedisJob.create(r, rec)
     return rec
 
 
@@ -73,7 +76,7 @@ def test_items_of_different_jobs_share_a_batch(r, model_path: str, tmp_path: Pat
         assert [f.result(10) for f in futs] == [Outcome.DONE] * 6
         assert b.batch_sizes == {6: 1}
         assert r.hgetall(keys.worker_batches("w1")) == {b"6": b"1"}
-        assert all(load_job(r, j.id).done == 3 for j in jobs)
+        assert all(RedisJob(r, j.id).load().done == 3 for j in jobs)
         assert sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["i3.png", "i4.png", "i5.png"]
     finally:
         b.close()
@@ -84,44 +87,44 @@ def _outstanding(r, job_id: str, chunk: int) -> bool:
     return bool(r.hexists(keys.job_chunks(job_id), str(chunk)) or r.hexists(keys.job_claims(job_id), str(chunk)))
 
 
-def test_a_chunk_is_released_in_the_round_trip_that_counts_its_last_item(r, model_path: str, tmp_path: Path) -> None:
-    """Chunk 0's three items span two batches (max_batch 2): it is released only with the second. Chunk 1
+def test_a_chunk_is_retired_in_the_round_trip_that_counts_its_last_item(r, model_path: str, tmp_path: Path) -> None:
+    """Chunk 0's three items span two batches (max_batch 2): it is retired only with the second. Chunk 1
     of another job settles with the first batch, beside chunk 0's first two items."""
     b = _batcher(r, max_batch=2, max_delay_ms=300)
     try:
         job, other = _job(r, model_path, tmp_path / "out", "j", 3), _job(r, model_path, tmp_path / "o", "k", 1)
         for rec, n in ((job, 0), (other, 1)):
             with r.pipeline() as p:
-                chunks.record_published(p, rec.id, [(n, [{"i": 0, "n": "x"}])])
-                chunks.claim(p, rec.id, n, "w1")
+                RedisJob(r, rec.id).publish_chunks_on(p, [(n, [{"i": 0, "n": "x"}])])
+                RedisJob(r, rec.id).claim_on(p, n, "w1")
                 p.execute()
-        first, second = ChunkRelease("j", 0, 3), ChunkRelease("k", 1, 1)
-        items = [replace(it, release=first) for it in _images(tmp_path / "in", 3)]
-        futs = b.submit(job, items[:1]) + b.submit(other, [replace(_images(tmp_path / "in2", 1)[0], release=second)])
+        first, second = b.reporter.open_chunk("j", 0, 3), b.reporter.open_chunk("k", 1, 1)
+        items = _images(tmp_path / "in", 3)
+        futs = b.submit(job, items[:1], first) + b.submit(other, _images(tmp_path / "in2", 1), second)
         assert [f.result(10) for f in futs] == [Outcome.DONE] * 2
-        assert second.released and not _outstanding(r, "k", 1)
-        assert not first.released and _outstanding(r, "j", 0)  # two of its items are still to come
-        assert [f.result(10) for f in b.submit(job, items[1:])] == [Outcome.DONE] * 2
-        assert first.released and not _outstanding(r, "j", 0)
+        assert second.retired and not _outstanding(r, "k", 1)
+        assert not first.retired and _outstanding(r, "j", 0)  # two of its items are still to come
+        assert [f.result(10) for f in b.submit(job, items[1:], first)] == [Outcome.DONE] * 2
+        assert first.retired and not _outstanding(r, "j", 0)
     finally:
         b.close()
 
 
-def test_a_chunk_whose_outcomes_could_not_be_counted_is_not_released(r, model_path: str, tmp_path: Path) -> None:
-    """Its task then releases nothing either: the message is handed back and the chunk stays recoverable."""
+def test_a_chunk_whose_outcomes_could_not_be_counted_is_not_retired(r, model_path: str, tmp_path: Path) -> None:
+    """Its task then retires nothing either: the message is handed back and the chunk stays recoverable."""
     down = fakeredis.FakeServer()
     down.connected = False  # every round trip to it fails
     b = _batcher(fakeredis.FakeRedis(server=down), max_batch=4, max_delay_ms=50)
     try:
         job = _job(r, model_path, tmp_path / "out", "j", 1)
         with r.pipeline() as p:
-            chunks.record_published(p, "j", [(0, [{"i": 0, "n": "x"}])])
+            RedisJob(r, "j").publish_chunks_on(p, [(0, [{"i": 0, "n": "x"}])])
             p.execute()
-        release = ChunkRelease("j", 0, 1)
-        [fut] = b.submit(job, [replace(_images(tmp_path / "in", 1)[0], release=release)])
+        release = b.reporter.open_chunk("j", 0, 1)
+        [fut] = b.submit(job, _images(tmp_path / "in", 1), release)
         with pytest.raises(redis.ConnectionError):
             fut.result(10)
-        assert not release.released and _outstanding(r, "j", 0)
+        assert not release.retired and _outstanding(r, "j", 0)
     finally:
         b.close()
 
@@ -147,7 +150,7 @@ def test_a_bad_item_fails_alone(r, model_path: str, tmp_path: Path) -> None:
         job = _job(r, model_path, tmp_path / "out", "j", 3)
         futs = b.submit(job, items + [ChunkItem(2, "bad.png", str(bad))])
         assert [f.result(10) for f in futs] == [Outcome.DONE, Outcome.DONE, Outcome.FAILED]
-        [row] = failures(r, "j")
+        [row] = RedisJob(r, "j").failures()
         assert row["file"] == str(bad) and "bad.png" in row["reason"]
     finally:
         b.close()
@@ -217,9 +220,9 @@ def test_cancelled_jobs_are_skipped(r, model_path: str, tmp_path: Path) -> None:
     b = _batcher(r)
     try:
         job = _job(r, model_path, tmp_path / "out", "j", 2)
-        cancel_job(r, "j")
+        RedisJob(r, "j").cancel()
         assert [f.result(10) for f in b.submit(job, _images(tmp_path / "in", 2))] == [Outcome.SKIPPED] * 2
-        assert load_job(r, "j").skipped == 2 and not (tmp_path / "out").exists()
+        assert RedisJob(r, "j").load().skipped == 2 and not (tmp_path / "out").exists()
     finally:
         b.close()
 
@@ -238,7 +241,7 @@ def test_drain_hands_back_what_has_not_started(r, model_path: str, tmp_path: Pat
                 f.result(10)
         with pytest.raises(Requeue):
             b.submit(job, _images(tmp_path / "more", 1))[0].result(1)
-        assert load_job(r, "j").finished_items == 0
+        assert RedisJob(r, "j").load().finished_items == 0
     finally:
         b.close()
 
@@ -250,7 +253,7 @@ def test_one_batch_is_counted_and_observed_once(r, model_path: str, tmp_path: Pa
     try:
         job = _job(r, model_path, tmp_path / "out", "j", 5)
         assert {f.result(10) for f in b.submit(job, _images(tmp_path / "in", 5))} == {Outcome.DONE}
-        record = load_job(r, "j")
+        record = RedisJob(r, "j").load()
         assert (record.done, record.status.value) == (5, "done")
         assert r.scard(keys.job_finished("j")) == 5
         after = metrics.BATCH_SIZE.collect()[0]
@@ -270,9 +273,9 @@ def test_a_job_cancelled_while_its_items_wait_is_skipped_without_a_status_read_p
         deadline = time.monotonic() + 10
         while sum(len(g) for g in b._groups.values()) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-        cancel_job(r, "j")  # the status thread sees it before the batch's delay runs out
+        RedisJob(r, "j").cancel()  # the status thread sees it before the batch's delay runs out
         assert [f.result(10) for f in futs] == [Outcome.SKIPPED] * 3
-        assert load_job(r, "j").skipped == 3 and not (tmp_path / "out").exists()
+        assert RedisJob(r, "j").load().skipped == 3 and not (tmp_path / "out").exists()
     finally:
         b.close()
 
@@ -301,7 +304,7 @@ def test_a_batch_of_several_jobs_is_counted_in_one_round_trip_and_a_job_redis_re
             with pytest.raises(Exception, match="WRONGTYPE"):
                 f.result(10)
         assert executes == [3]  # two jobs' outcomes and the batch size, one pipeline
-        assert load_job(r, "good").status.value == "done" and load_job(r, "bad").done == 0
+        assert RedisJob(r, "good").load().status.value == "done" and RedisJob(r, "bad").load().done == 0
         assert r.hgetall(keys.worker_batches("w1")) == {b"4": b"1"}
     finally:
         b.close()
@@ -331,7 +334,8 @@ class _SlowDevice(Batcher):
 
 def _slow(r, **cfg) -> _SlowDevice:
     cache = ModelCache(lambda key: engine.compile(engine.load(key)), 10**9)
-    return _SlowDevice(r, LocalModels(cache), lambda job: job.model_path, BatcherConfig(**cfg), worker_id="w1")
+    return _SlowDevice(r, LocalModels(cache), lambda job: job.model_path, BatcherConfig(**cfg),
+                       OutcomeReporter(r, "w1"))
 
 
 def test_decoding_runs_at_most_decode_ahead_batches_ahead_of_the_device(r, model_path: str, tmp_path: Path) -> None:
@@ -342,7 +346,7 @@ def test_decoding_runs_at_most_decode_ahead_batches_ahead_of_the_device(r, model
         assert b.backlog >= 30  # accepted at once, though most wait undecoded
         assert [f.result(30) for f in futs] == [Outcome.DONE] * 40
         assert b.most_ahead <= 8  # never more than 2 batches of 4 decoded and waiting for the device
-        assert b.decoded == 40 and load_job(r, "j").done == 40
+        assert b.decoded == 40 and RedisJob(r, "j").load().done == 40
     finally:
         b.close()
 
@@ -359,16 +363,7 @@ def test_drain_and_close_hand_back_items_still_waiting_to_be_decoded(r, model_pa
         outcomes = [f.exception(10) or f.result() for f in futs]  # every future settles: nothing is lost
         requeued = sum(isinstance(o, Requeue) for o in outcomes)
         assert requeued >= 20 and requeued + outcomes.count(Outcome.DONE) == 30
-        assert load_job(r, stop).done == outcomes.count(Outcome.DONE)
-
-
-@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 2), (3, 3), (64, 4)])
-def test_decode_and_write_threads_follow_the_usable_cpus(monkeypatch: pytest.MonkeyPatch, cpus: int,
-                                                          threads: int) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
-    config = BatcherConfig()
-    assert (config.decode_threads, config.writer_threads) == (threads, threads)
-    assert BatcherConfig(decode_threads=8).decode_threads == 8  # an explicit count stands
+        assert RedisJob(r, stop).load().done == outcomes.count(Outcome.DONE)
 
 
 class _TwoInFlight(LocalModels):
@@ -399,7 +394,8 @@ class _TwoInFlight(LocalModels):
 def test_a_second_full_batch_goes_in_while_one_runs_but_a_partial_one_waits(r, model_path: str,
                                                                            tmp_path: Path) -> None:
     models = _TwoInFlight(ModelCache(lambda key: engine.compile(engine.load(key)), 10**9))
-    b = Batcher(r, models, lambda job: job.model_path, BatcherConfig(max_batch=4, max_delay_ms=5), worker_id="w1")
+    b = Batcher(r, models, lambda job: job.model_path, BatcherConfig(max_batch=4, max_delay_ms=5),
+                OutcomeReporter(r, "w1"))
 
     def settle(count: int) -> None:
         deadline = time.monotonic() + 10
@@ -422,6 +418,6 @@ def test_a_second_full_batch_goes_in_while_one_runs_but_a_partial_one_waits(r, m
         models.release.release()
         models.release.release()
         assert [f.result(30) for f in second] == [Outcome.DONE] * 8
-        assert load_job(r, "a").done == 7 and load_job(r, "b").done == 8
+        assert RedisJob(r, "a").load().done == 7 and RedisJob(r, "b").load().done == 8
     finally:
         b.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import click
+import pytest
 from click.testing import CliRunner
 
 from scheduler.cli import main
+from workers.cli import parse_size
 
 
 def test_fp16_needs_a_cuda_device_and_a_gpu_backend() -> None:
@@ -15,6 +18,11 @@ def test_fp16_needs_a_cuda_device_and_a_gpu_backend() -> None:
 
 
 def test_sizes_are_parsed_with_units() -> None:
-    from workers.cli import parse_size
-
     assert parse_size("2GiB") == 2 * 1024**3 and parse_size("512M") == 512 * 1024**2 and parse_size("1000") == 1000
+
+
+def test_parse_size() -> None:
+    assert parse_size("2GiB") == 2 * 1024**3 and parse_size("512M") == 512 * 1024**2
+    assert parse_size("1.5gb") == 1_500_000_000 and parse_size("1000") == 1000
+    with pytest.raises(click.BadParameter):
+        parse_size("lots")

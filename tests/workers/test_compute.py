@@ -10,15 +10,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import engine
+from engine.backends.base import cpu_run_items
 from engine.builder import ModelBuilder
 from engine.exceptions import ModelFormatError
 from store.fetch import ModelFetcher
-from store.settings import StoreSettings
+from store.settings import StoreClientSettings
+from workers import metrics
 from workers.compute import (
     START_FAILURES,
     ComputeProcess,
@@ -26,12 +29,12 @@ from workers.compute import (
     extent,
     layout_size,
     pack,
-    supported,
     unpack,
 )
 from workers.exceptions import ComputeProcessError
 from workers.model_cache import ModelCache
 from workers.models import LocalModels, load_model
+from workers.settings import compute_process_supported as supported
 
 pytestmark = pytest.mark.skipif(not supported(), reason="the compute process needs memfd_create (Linux)")
 
@@ -69,12 +72,12 @@ def key(path: Path) -> tuple[str, str, str, str]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> StoreSettings:
-    return StoreSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache")
+def store(tmp_path: Path) -> StoreClientSettings:
+    return StoreClientSettings(root=tmp_path / "store", cache_dir=tmp_path / "cache")
 
 
 @pytest.fixture
-def compute(store: StoreSettings) -> Iterator[ComputeProcess]:
+def compute(store: StoreClientSettings) -> Iterator[ComputeProcess]:
     proc = ComputeProcess(ComputeSettings(2**30, store))
     proc.start()
     yield proc
@@ -94,7 +97,7 @@ def test_layouts_round_trip_through_a_buffer() -> None:
             np.testing.assert_array_equal(got[name], value)
 
 
-def test_batches_match_the_same_model_in_this_process(compute: ComputeProcess, store: StoreSettings,
+def test_batches_match_the_same_model_in_this_process(compute: ComputeProcess, store: StoreClientSettings,
                                                       tmp_path: Path) -> None:
     model = conv_model(tmp_path / "conv.corral")
     local = LocalModels(ModelCache(lambda k: load_model(ModelFetcher.from_settings(store), k), 2**30))
@@ -166,7 +169,7 @@ def test_concurrent_first_requests_load_once(compute: ComputeProcess, tmp_path: 
 
 
 def test_a_crash_fails_only_the_item_that_causes_it_and_the_next_batch_runs_in_a_new_process(
-        store: StoreSettings, tmp_path: Path, crash_plugin: str) -> None:
+        store: StoreClientSettings, tmp_path: Path, crash_plugin: str) -> None:
     model = crash_model(tmp_path / "crash.corral")
     compute = ComputeProcess(ComputeSettings(2**30, store, plugins=(crash_plugin,)))
     try:
@@ -186,7 +189,7 @@ def test_a_crash_fails_only_the_item_that_causes_it_and_the_next_batch_runs_in_a
 
 
 def test_a_batch_waiting_behind_one_that_crashes_runs_in_the_next_process(
-        store: StoreSettings, tmp_path: Path, crash_plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: StoreClientSettings, tmp_path: Path, crash_plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two batches in flight: the child dies running the first while the second waits in its queue. The second
     was never run, so it is not failed: it runs in the next child."""
     gate = tmp_path / "crash-now"
@@ -217,7 +220,8 @@ def test_a_batch_waiting_behind_one_that_crashes_runs_in_the_next_process(
         compute.close()
 
 
-def test_a_child_that_dies_while_starting_is_not_restarted_in_a_loop(store: StoreSettings, tmp_path: Path) -> None:
+def test_a_child_that_dies_while_starting_is_not_restarted_in_a_loop(store: StoreClientSettings,
+                                                                      tmp_path: Path) -> None:
     compute = ComputeProcess(ComputeSettings(2**30, store, plugins=("corral_no_such_plugin_module",)))
     model = key(conv_model(tmp_path / "conv.corral"))
     try:
@@ -246,12 +250,12 @@ def test_close_ends_the_child(compute: ComputeProcess, tmp_path: Path) -> None:
         compute.description(key(tmp_path / "other.corral"))
 
 
-def test_the_child_exits_when_its_worker_is_killed(store: StoreSettings) -> None:
+def test_the_child_exits_when_its_worker_is_killed(store: StoreClientSettings) -> None:
     script = textwrap.dedent(f"""
         import time
-        from store.settings import StoreSettings
+        from store.settings import StoreClientSettings
         from workers.compute import ComputeProcess, ComputeSettings
-        proc = ComputeProcess(ComputeSettings(2**30, StoreSettings(root={str(store.root)!r})))
+        proc = ComputeProcess(ComputeSettings(2**30, StoreClientSettings(root={str(store.root)!r})))
         proc.start()
         print(proc.pid, flush=True)
         time.sleep(60)
@@ -316,3 +320,23 @@ def test_two_batches_in_flight_use_their_own_buffers(compute: ComputeProcess, tm
         t.join()
     assert errors == []
     assert {"in0", "in1", "out0", "out1"} <= set(compute._buffers) and compute.restarts == 0
+
+
+def _histogram(metric: Any) -> tuple[float, float]:
+    """(count, sum) of a Prometheus histogram now."""
+    samples = {s.name: s.value for s in metric.collect()[0].samples if not s.labels.get("le")}
+    return next(v for k, v in samples.items() if k.endswith("_count")), next(
+        v for k, v in samples.items() if k.endswith("_sum"))
+
+
+def test_the_runs_the_engine_made_in_the_child_reach_the_worker_metrics(compute: ComputeProcess,
+                                                                       tmp_path: Path) -> None:
+    model = conv_model(tmp_path / "conv.corral")
+    side = 256
+    at_most = cpu_run_items(3 * side * side)  # items one CPU run stacks at this size
+    rng = np.random.default_rng(3)
+    items = [{"image": rng.random((3, side, side), dtype=np.float32)} for _ in range(10)]
+    count, total = _histogram(metrics.RUN_SIZE)
+    assert len(compute.predict_batch(key(model), items)) == 10
+    runs, items_run = (a - b for a, b in zip(_histogram(metrics.RUN_SIZE), (count, total)))
+    assert items_run == 10 and runs >= -(-10 // at_most) > 1  # one batch of 10, split into runs by the engine

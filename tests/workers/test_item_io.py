@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from engine.description import Feature, ModelDescription
-from scheduler.jobs import JobRecord
-from workers.item_io import ChunkItem, remove_stale_temporaries, sync_directories, write_outputs
+from scheduler.protocol import ChunkItem
+from scheduler.records import JobRecord
+from workers.item_io import remove_stale_temporaries, sync_directories, write_outputs
 
 
 def _dead_pid() -> int:

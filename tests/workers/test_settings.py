@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 from engine.ops import threads
 from workers.exceptions import WorkerError
 from workers.runtime import apply_thread_settings
-from workers.settings import WorkerSettings
+from workers.settings import BatcherConfig, WorkerSettings
 
 
 def test_worker_settings_from_the_environment_with_options_over_them(tmp_path: Path) -> None:
@@ -47,3 +48,12 @@ def test_a_worker_applies_its_thread_settings_to_the_process() -> None:
     finally:
         sys.setswitchinterval(before)
         threads.set_num_threads(None)
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 2), (3, 3), (64, 4)])
+def test_decode_and_write_threads_follow_the_usable_cpus(monkeypatch: pytest.MonkeyPatch, cpus: int,
+                                                          threads: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    config = BatcherConfig()
+    assert (config.decode_threads, config.writer_threads) == (threads, threads)
+    assert BatcherConfig(decode_threads=8).decode_threads == 8  # an explicit count stands

@@ -7,8 +7,9 @@ import json
 import fakeredis
 import pytest
 
-from scheduler import chunks, keys
-from scheduler.jobs import ItemOutcome, JobRecord, Outcome, create_job, record_outcomes
+from scheduler import keys, protocol
+from scheduler.jobs import RedisJob
+from scheduler.records import ItemOutcome, JobRecord, Outcome
 from scheduler.registry import WorkerInfo, publish
 from workers.sweeper import BrokerLayout, ChunkSweeper, LostChunk
 
@@ -37,15 +38,15 @@ class Sent:
 
 def _message(job_id: str, chunk: int) -> bytes:
     return json.dumps({"body": "W10=", "content-encoding": "utf-8", "content-type": "application/json",
-                       "headers": {"lang": "py", "task": "corral.process_chunk", "id": chunks.task_id(job_id, chunk),
-                                   "root_id": chunks.task_id(job_id, chunk)},
+                       "headers": {"lang": "py", "task": "corral.process_chunk", "id": protocol.task_id(job_id, chunk),
+                                   "root_id": protocol.task_id(job_id, chunk)},
                        "properties": {"delivery_tag": f"tag-{chunk}", "priority": 4}}).encode()
 
 
 def _job(r, n_chunks: int = 3, size: int = 2, job_id: str = JOB) -> None:
-    create_job(r, JobRecord(id=job_id, model="m", model_path="/m", out="/out", total=n_chunks * size, priority=3))
+    RedisJob.create(r, JobRecord(id=job_id, model="m", model_path="/m", out="/out", total=n_chunks * size, priority=3))
     with r.pipeline() as p:
-        chunks.record_published(p, job_id, [(c, [{"i": c * size + k, "n": f"{c * size + k}.jpg"} for k in range(size)])
+        RedisJob(r, job_id).publish_chunks_on(p, [(c, [{"i": c * size + k, "n": f"{c * size + k}.jpg"} for k in range(size)])
                                             for c in range(n_chunks)])
         p.execute()
 
@@ -88,7 +89,7 @@ def test_a_job_that_makes_progress_is_not_searched(r) -> None:
     sent = Sent()
     sweeper = _sweeper(r, sent)
     for n, now in enumerate((100.0, 105.0, 110.0)):
-        record_outcomes(r, JOB, [ItemOutcome(n, Outcome.DONE)])  # chunk 0's items, then one of chunk 1's
+        RedisJob(r, JOB).record_outcomes([ItemOutcome(n, Outcome.DONE)])  # chunk 0's items, then one of chunk 1's
         assert sweeper.sweep(now=now) == []
     assert r.hlen(keys.SWEEP_SUSPECTS) == 0
 
@@ -97,8 +98,8 @@ def test_a_chunk_claimed_by_a_dead_worker_is_sent_again_at_once(r) -> None:
     _job(r, n_chunks=2)
     publish(r, WorkerInfo(id="alive", hostname="h", pid=1, device="cpu", backend="numpy", queue="corral.cpu"))
     with r.pipeline() as p:
-        chunks.claim(p, JOB, 0, "alive")
-        chunks.claim(p, JOB, 1, "gone")  # no heartbeat: that worker was killed
+        RedisJob(r, JOB).claim_on(p, 0, "alive")
+        RedisJob(r, JOB).claim_on(p, 1, "gone")  # no heartbeat: that worker was killed
         p.execute()
     sent = Sent()
     lost = _sweeper(r, sent).sweep(now=100.0)
@@ -113,11 +114,11 @@ def test_resending_a_dead_workers_chunk_keeps_the_claim_of_the_worker_that_picke
         def __call__(self, lost: LostChunk, items: list, attempt: int) -> None:
             super().__call__(lost, items, attempt)
             with r.pipeline() as p:  # a live worker consumes the resent message before the sweeper goes on
-                chunks.claim(p, lost.job_id, lost.chunk, "new")
+                RedisJob(r, lost.job_id).claim_on(p, lost.chunk, "new")
                 p.execute()
 
     with r.pipeline() as p:
-        chunks.claim(p, JOB, 0, "gone")
+        RedisJob(r, JOB).claim_on(p, 0, "gone")
         p.execute()
     sent = PickedUpAtOnce()
     assert [c.holder for c in _sweeper(r, sent).sweep(now=100.0)] == ["gone"]
@@ -126,9 +127,9 @@ def test_resending_a_dead_workers_chunk_keeps_the_claim_of_the_worker_that_picke
 
 def test_released_chunks_and_finished_jobs_are_forgotten(r) -> None:
     _job(r, n_chunks=2)
-    chunks.release(r, JOB, 0)
+    RedisJob(r, JOB).retire_chunk(0)
     assert r.hkeys(keys.job_chunks(JOB)) == [b"1"]
-    record_outcomes(r, JOB, [ItemOutcome(i, Outcome.DONE) for i in range(4)])
+    RedisJob(r, JOB).record_outcomes([ItemOutcome(i, Outcome.DONE) for i in range(4)])
     sent = Sent()
     assert _sweeper(r, sent).sweep(now=100.0) == []
     assert r.smembers(keys.ACTIVE_JOBS) == set()
@@ -147,6 +148,6 @@ def test_a_long_queue_defers_the_search(r) -> None:
 
 
 def test_task_ids_name_the_chunk() -> None:
-    assert chunks.parse_task_id(chunks.task_id(JOB, 7)) == (JOB, 7)
-    assert chunks.parse_task_id(chunks.task_id(JOB, 7, attempt=1234)) == (JOB, 7)
-    assert chunks.parse_task_id("5f1c2a8e-1c2d-4e5f-9a8b-7c6d5e4f3a2b") is None
+    assert protocol.parse_task_id(protocol.task_id(JOB, 7)) == (JOB, 7)
+    assert protocol.parse_task_id(protocol.task_id(JOB, 7, attempt=1234)) == (JOB, 7)
+    assert protocol.parse_task_id("5f1c2a8e-1c2d-4e5f-9a8b-7c6d5e4f3a2b") is None

@@ -4,13 +4,15 @@ A torch kernel is built from the numpy op of the same node (so attributes
 are parsed once, by the same code, and mean the same thing) and is called
 with the node's inputs: float tensors on the compile device, and numpy
 arrays on the host for everything else (integer shapes, axes, indices —
-shape arithmetic never leaves the CPU). It returns tensors, or raises
+shape arithmetic never leaves the CPU). It returns tensors (a host array
+for shape metadata), or raises
 :class:`Fallback` when it does not cover these inputs (an integer tensor, a
 rare attribute combination); the backend then runs the numpy op on the host
 and moves its float results back to the device.
 
 ``TORCH_KERNELS`` maps op type -> module under this package; each module
-defines a class named exactly as the op type. Ops not listed always run on
+defines a class named exactly as the op type, a :class:`TorchKernel`
+parameterized by that op type's numpy op class. Ops not listed always run on
 the host (numpy).
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -76,14 +78,18 @@ class Fallback(Exception):
     """The torch kernel does not cover these inputs: run the numpy op on the host instead."""
 
 
-class TorchKernel:
+# The numpy op class a kernel mirrors.
+OpT = TypeVar("OpT", bound=Op)
+
+
+class TorchKernel(Generic[OpT]):
     """Base of every torch kernel: holds the numpy op (parsed attributes) it mirrors."""
 
-    def __init__(self, op: Op, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+    def __init__(self, op: OpT, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         self.op = op
         self.options = options
 
-    def run(self, *inputs: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    def run(self, *inputs: Any) -> torch.Tensor | np.ndarray | tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
 
@@ -102,10 +108,8 @@ def floats(*values: Any) -> None:
             raise Fallback
 
 
-def host_ints(value: Any) -> list[int] | None:
+def host_ints(value: Any) -> list[int]:
     """An integer parameter input (shape, axes, pads) as a Python list, read on the host."""
-    if value is None:
-        return None
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     return [int(v) for v in np.asarray(value).reshape(-1)]
@@ -124,16 +128,17 @@ def host_tensor(value: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(arr if arr.flags.writeable else np.array(arr), device=device)
 
 
+# Looked up by op type name: the kernel's op class is known only at run time, so its parameter is Any.
 @cache
-def kernel_class(op_type: str) -> type[TorchKernel] | None:
+def kernel_class(op_type: str) -> type[TorchKernel[Any]] | None:
     module = TORCH_KERNELS.get(op_type)
     if module is None:
         return None
-    cls = getattr(importlib.import_module(f"engine.backends.torch_ops.{module}"), op_type)
+    cls: type[TorchKernel[Any]] = getattr(importlib.import_module(f"engine.backends.torch_ops.{module}"), op_type)
     return cls
 
 
-def make_kernel(op: Op, options: KernelOptions = DEFAULT_OPTIONS) -> TorchKernel | None:
+def make_kernel(op: Op, options: KernelOptions = DEFAULT_OPTIONS) -> TorchKernel[Any] | None:
     """The torch kernel for ``op``'s node, or None when the op always runs on the host."""
     cls = kernel_class(op.op_type)
     return None if cls is None else cls(op, options)

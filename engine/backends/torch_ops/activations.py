@@ -10,10 +10,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.backends.torch_ops import Fallback, TorchKernel, floats, like
+from engine.backends.torch_ops import Fallback, OpT, TorchKernel, floats, like
+from engine.ops.activations import Elu as EluOp
+from engine.ops.activations import HardSigmoid as HardSigmoidOp
+from engine.ops.activations import HardSwish as HardSwishOp
+from engine.ops.activations import LeakyRelu as LeakyReluOp
+from engine.ops.activations import PRelu as PReluOp
+from engine.ops.activations import Relu as ReluOp
+from engine.ops.activations import Sigmoid as SigmoidOp
+from engine.ops.activations import Tanh as TanhOp
+from engine.ops.clip import Clip as ClipOp
+from engine.ops.softmax import Softmax as SoftmaxOp
+from engine.ops.unary import Abs as AbsOp
+from engine.ops.unary import Ceil as CeilOp
+from engine.ops.unary import Exp as ExpOp
+from engine.ops.unary import Floor as FloorOp
+from engine.ops.unary import Log as LogOp
+from engine.ops.unary import Neg as NegOp
+from engine.ops.unary import Reciprocal as ReciprocalOp
+from engine.ops.unary import Sqrt as SqrtOp
 
 
-class _Unary(TorchKernel):
+class _Unary(TorchKernel[OpT]):
     fn: ClassVar[Callable[..., torch.Tensor]]
 
     def run(self, x: Any) -> torch.Tensor:
@@ -21,57 +39,57 @@ class _Unary(TorchKernel):
         return type(self).fn(x)
 
 
-class Relu(_Unary):
+class Relu(_Unary[ReluOp]):
     fn = staticmethod(torch.relu)
 
 
-class Sigmoid(_Unary):
+class Sigmoid(_Unary[SigmoidOp]):
     fn = staticmethod(torch.sigmoid)
 
 
-class Tanh(_Unary):
+class Tanh(_Unary[TanhOp]):
     fn = staticmethod(torch.tanh)
 
 
-class Sqrt(_Unary):
+class Sqrt(_Unary[SqrtOp]):
     fn = staticmethod(torch.sqrt)
 
 
-class Neg(_Unary):
+class Neg(_Unary[NegOp]):
     fn = staticmethod(torch.neg)
 
 
-class Exp(_Unary):
+class Exp(_Unary[ExpOp]):
     fn = staticmethod(torch.exp)
 
 
-class Log(_Unary):
+class Log(_Unary[LogOp]):
     fn = staticmethod(torch.log)
 
 
-class Abs(_Unary):
+class Abs(_Unary[AbsOp]):
     fn = staticmethod(torch.abs)
 
 
-class Reciprocal(_Unary):
+class Reciprocal(_Unary[ReciprocalOp]):
     fn = staticmethod(torch.reciprocal)
 
 
-class Floor(_Unary):
+class Floor(_Unary[FloorOp]):
     fn = staticmethod(torch.floor)
 
 
-class Ceil(_Unary):
+class Ceil(_Unary[CeilOp]):
     fn = staticmethod(torch.ceil)
 
 
-class LeakyRelu(TorchKernel):
+class LeakyRelu(TorchKernel[LeakyReluOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         return F.leaky_relu(x, self.op.alpha)
 
 
-class PRelu(TorchKernel):
+class PRelu(TorchKernel[PReluOp]):
     def run(self, x: Any, slope: Any) -> torch.Tensor:
         floats(x)
         slope = like(slope, x)
@@ -80,25 +98,25 @@ class PRelu(TorchKernel):
         return torch.where(x < 0, x * slope, x)
 
 
-class HardSigmoid(TorchKernel):
+class HardSigmoid(TorchKernel[HardSigmoidOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         return torch.clamp(x * self.op.alpha + self.op.beta, 0.0, 1.0)
 
 
-class HardSwish(TorchKernel):
+class HardSwish(TorchKernel[HardSwishOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         return x * torch.clamp(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
 
 
-class Elu(TorchKernel):
+class Elu(TorchKernel[EluOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         return F.elu(x, self.op.alpha)
 
 
-class Clip(TorchKernel):
+class Clip(TorchKernel[ClipOp]):
     def run(self, x: Any, lo: Any = None, hi: Any = None) -> torch.Tensor:
         floats(x)
         low = self._bound(lo, self.op.attr_min)
@@ -119,7 +137,7 @@ class Clip(TorchKernel):
         return float(value.reshape(-1)[0])
 
 
-class Softmax(TorchKernel):
+class Softmax(TorchKernel[SoftmaxOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         rank = x.ndim

@@ -7,8 +7,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, TorchKernel, floats, host_tensor
+from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, OpT, TorchKernel, floats, host_tensor
 from engine.backends.torch_ops.padded import PadTarget
+from engine.ops.binary import Add as AddOp
+from engine.ops.binary import Div as DivOp
+from engine.ops.binary import Mul as MulOp
+from engine.ops.binary import Pow as PowOp
+from engine.ops.binary import Sub as SubOp
+from engine.ops.variadic import Max as MaxOp
+from engine.ops.variadic import Min as MinOp
+from engine.ops.variadic import Sum as SumOp
 
 
 def numel(x: Any) -> int:
@@ -25,7 +33,7 @@ def align(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return a.to(b.dtype), b
 
 
-class _Binary(TorchKernel):
+class _Binary(TorchKernel[OpT]):
     fn: ClassVar[Callable[..., torch.Tensor]]
 
     def run(self, a: Any, b: Any) -> torch.Tensor:
@@ -33,10 +41,10 @@ class _Binary(TorchKernel):
         return type(self).fn(a, b)
 
 
-class Add(_Binary):
+class Add(_Binary[AddOp]):
     fn = staticmethod(torch.add)
 
-    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+    def __init__(self, op: AddOp, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(op, options)
         self.pad_target = PadTarget()  # a following reflect Pad's buffer (the style network's residual sums)
 
@@ -50,19 +58,19 @@ class Add(_Binary):
         return torch.add(a, b)
 
 
-class Sub(_Binary):
+class Sub(_Binary[SubOp]):
     fn = staticmethod(torch.sub)
 
 
-class Mul(_Binary):
+class Mul(_Binary[MulOp]):
     fn = staticmethod(torch.mul)
 
 
-class Div(_Binary):
+class Div(_Binary[DivOp]):
     fn = staticmethod(torch.div)
 
 
-class Pow(TorchKernel):
+class Pow(TorchKernel[PowOp]):
     """``x ** y`` in the dtype of ``x``; the exponent (tensor or host array) is cast to it."""
 
     def run(self, x: Any, y: Any) -> torch.Tensor:
@@ -79,7 +87,7 @@ class Pow(TorchKernel):
         return torch.pow(x, y.to(x.dtype))
 
 
-class _Variadic(TorchKernel):
+class _Variadic(TorchKernel[OpT]):
     fn: ClassVar[Callable[..., torch.Tensor]]
 
     def run(self, *inputs: Any) -> torch.Tensor:
@@ -93,13 +101,13 @@ class _Variadic(TorchKernel):
         return result
 
 
-class Max(_Variadic):
+class Max(_Variadic[MaxOp]):
     fn = staticmethod(torch.maximum)
 
 
-class Min(_Variadic):
+class Min(_Variadic[MinOp]):
     fn = staticmethod(torch.minimum)
 
 
-class Sum(_Variadic):
+class Sum(_Variadic[SumOp]):
     fn = staticmethod(torch.add)

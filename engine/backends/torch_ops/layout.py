@@ -19,6 +19,7 @@ from engine.backends.torch_ops import (
     DEFAULT_OPTIONS,
     Fallback,
     KernelOptions,
+    OpT,
     TorchKernel,
     floats,
     host_ints,
@@ -27,6 +28,19 @@ from engine.backends.torch_ops import (
 from engine.backends.torch_ops.linear import torch_pads
 from engine.backends.torch_ops.padded import pad_in_place
 from engine.ops.base import normalize_axis
+from engine.ops.concat import Concat as ConcatOp
+from engine.ops.dropout import Dropout as DropoutOp
+from engine.ops.expand import Expand as ExpandOp
+from engine.ops.flatten import Flatten as FlattenOp
+from engine.ops.identity import Identity as IdentityOp
+from engine.ops.pad import Pad as PadOp
+from engine.ops.reshape import Reshape as ReshapeOp
+from engine.ops.shape import Shape as ShapeOp
+from engine.ops.slice import Slice as SliceOp
+from engine.ops.split import Split as SplitOp
+from engine.ops.squeeze import Squeeze as SqueezeOp
+from engine.ops.transpose import Transpose as TransposeOp
+from engine.ops.unsqueeze import Unsqueeze as UnsqueezeOp
 
 
 def stand_in(x: torch.Tensor) -> np.ndarray:
@@ -42,16 +56,16 @@ def axis_stand_in(x: torch.Tensor, axis: int) -> np.ndarray:
     return np.broadcast_to(line.reshape(shape), tuple(x.shape))
 
 
-class _ShapeOnly(TorchKernel):
+class _ShapeOnly(TorchKernel[OpT]):
     """A view with the shape the numpy op gives for this input shape and parameter, remembered per pair
     (the op's own rules run once; later runs of the same shapes only reshape)."""
 
-    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+    def __init__(self, op: OpT, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(op, options)
         self._shapes: dict[tuple[tuple[int, ...], tuple[int, ...] | None], tuple[int, ...]] = {}
 
     def reshaped(self, x: torch.Tensor, param: Any) -> torch.Tensor:
-        values = None if param is None else tuple(host_ints(param) or ())
+        values = None if param is None else tuple(host_ints(param))
         key = (tuple(x.shape), values)
         shape = self._shapes.get(key)
         if shape is None:
@@ -62,10 +76,12 @@ class _ShapeOnly(TorchKernel):
         return x.reshape(shape)
 
     def result_shape(self, x: torch.Tensor, param: np.ndarray | None) -> tuple[int, ...]:
-        return tuple(self.op.run(stand_in(x), param).shape)
+        out = self.op.run(stand_in(x), param)
+        assert isinstance(out, np.ndarray)  # the shape-only ops have one output
+        return tuple(out.shape)
 
 
-class Reshape(_ShapeOnly):
+class Reshape(_ShapeOnly[ReshapeOp]):
     def run(self, x: Any, shape: Any) -> torch.Tensor:
         floats(x)
         if shape is None:
@@ -73,7 +89,7 @@ class Reshape(_ShapeOnly):
         return self.reshaped(x, shape)
 
 
-class Flatten(_ShapeOnly):
+class Flatten(_ShapeOnly[FlattenOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         return self.reshaped(x, None)
@@ -82,26 +98,30 @@ class Flatten(_ShapeOnly):
         return tuple(self.op.run(stand_in(x)).shape)
 
 
-class Squeeze(_ShapeOnly):
+class _Axes(_ShapeOnly[OpT]):
     def run(self, x: Any, axes: Any = None) -> torch.Tensor:
         floats(x)
         return self.reshaped(x, axes)
 
 
-class Unsqueeze(Squeeze):
+class Squeeze(_Axes[SqueezeOp]):
     pass
 
 
-class Expand(TorchKernel):
+class Unsqueeze(_Axes[UnsqueezeOp]):
+    pass
+
+
+class Expand(TorchKernel[ExpandOp]):
     def run(self, x: Any, shape: Any) -> torch.Tensor:
         floats(x)
-        dims = host_ints(shape) or []
+        dims = [] if shape is None else host_ints(shape)
         if any(d < 0 for d in dims):
             raise Fallback
         return x.expand(np.broadcast_shapes(tuple(x.shape), tuple(dims))).contiguous()
 
 
-class Transpose(TorchKernel):
+class Transpose(TorchKernel[TransposeOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         perm = self.op.perm
@@ -112,7 +132,7 @@ class Transpose(TorchKernel):
         return x.permute(perm)
 
 
-class Concat(TorchKernel):
+class Concat(TorchKernel[ConcatOp]):
     def run(self, *inputs: Any) -> torch.Tensor:
         floats(*inputs)
         if any(x is None for x in inputs) or len({x.dtype for x in inputs}) != 1 or inputs[0].ndim == 0:
@@ -120,7 +140,7 @@ class Concat(TorchKernel):
         return torch.cat(list(inputs), dim=normalize_axis(self.op.axis, inputs[0].ndim))
 
 
-class Split(TorchKernel):
+class Split(TorchKernel[SplitOp]):
     def run(self, x: Any, split: Any = None) -> tuple[torch.Tensor, ...]:
         floats(x)
         split = None if split is None else np.asarray(host_ints(split), np.int64)
@@ -129,7 +149,7 @@ class Split(TorchKernel):
         return tuple(torch.split(x, [p.shape[axis] for p in parts], dim=axis))
 
 
-class Slice(TorchKernel):
+class Slice(TorchKernel[SliceOp]):
     """Per sliced axis, the numpy op picks the indices from an index stand-in; contiguous runs narrow."""
 
     def run(self, x: Any, *params: Any) -> torch.Tensor:
@@ -153,10 +173,13 @@ class Slice(TorchKernel):
 
 
 # 2-D reflect / edge padding with an ``out=`` form
-POOLED_PADS: dict[str, Any] = {"reflect": torch._C._nn.reflection_pad2d, "edge": torch._C._nn.replication_pad2d}
+POOLED_PADS: dict[str, Any] = {
+    "reflect": torch._C._nn.reflection_pad2d,  # type: ignore[attr-defined]  # torch's _C._nn stub omits it
+    "edge": torch._C._nn.replication_pad2d,  # type: ignore[attr-defined]  # torch's _C._nn stub omits it
+}
 
 
-class Pad(TorchKernel):
+class Pad(TorchKernel[PadOp]):
     """Constant padding of any axes; reflect/edge/wrap on up to the last three axes (torch's limits)."""
 
     TORCH_MODES: ClassVar[dict[str, str]] = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}
@@ -199,9 +222,8 @@ class Pad(TorchKernel):
         if first >= 2 and rank == 4 and op.mode in POOLED_PADS and self.options.pool is not None \
                 and x.device.type == "cpu":
             # into a reused buffer (a fresh 512x512x32 result costs as much in page faults as the copy)
-            out = self.options.empty([x.shape[0], x.shape[1]] + [x.shape[a] + b + e for a, (b, e) in
-                                                                 enumerate(width) if a >= 2], x,
-                                     torch.channels_last if is_channels_last(x) else torch.contiguous_format)
+            shape = (x.shape[0], x.shape[1], *(x.shape[a] + b + e for a, (b, e) in enumerate(width) if a >= 2))
+            out = self.options.empty(shape, x, torch.channels_last if is_channels_last(x) else torch.contiguous_format)
             return POOLED_PADS[op.mode](x, torch_pads(width[2:]), out=out)
         if first >= 2 and 3 <= rank <= 5:
             # batch and channel unpadded: torch pads N-C-spatial directly, keeping channels-last memory
@@ -215,14 +237,14 @@ def _size(value: Any) -> int:
     return value.numel() if isinstance(value, torch.Tensor) else int(np.size(value))
 
 
-class Identity(TorchKernel):
+class Identity(TorchKernel[IdentityOp]):
     def run(self, x: Any) -> Any:
         if not isinstance(x, torch.Tensor):
             raise Fallback
         return x
 
 
-class Dropout(TorchKernel):
+class Dropout(TorchKernel[DropoutOp]):
     """Inference: the input passes through; training mode (and the mask output) run on the host."""
 
     def run(self, x: Any, ratio: Any = None, training_mode: Any = None) -> torch.Tensor:
@@ -232,7 +254,7 @@ class Dropout(TorchKernel):
         return x
 
 
-class Shape(TorchKernel):
+class Shape(TorchKernel[ShapeOp]):
     def run(self, x: Any) -> np.ndarray:
         # the shape is host metadata: no download of the tensor
         return self.op.run(stand_in(x) if isinstance(x, torch.Tensor) else x)

@@ -16,6 +16,10 @@ import torch.nn.functional as F
 from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, TorchKernel, floats
 from engine.backends.torch_ops.arithmetic import align
 from engine.backends.torch_ops.buffers import FRESH_MAPPING_BYTES
+from engine.ops.conv import Conv as ConvOp
+from engine.ops.conv_transpose import ConvTranspose as ConvTransposeOp
+from engine.ops.gemm import Gemm as GemmOp
+from engine.ops.matmul import MatMul as MatMulOp
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,8 @@ def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
     return y
 
 
-class Conv(TorchKernel):
-    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+class Conv(TorchKernel[ConvOp]):
+    def __init__(self, op: ConvOp, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(op, options)
         # (the weight tensor it was made from, its channels-last copy): made once per weight
         self._packed: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -112,7 +116,7 @@ class Conv(TorchKernel):
         return y if relu else activate(y, self.op.activation)
 
 
-class ConvTranspose(TorchKernel):
+class ConvTranspose(TorchKernel[ConvTransposeOp]):
     def run(self, x: Any, w: Any, b: Any = None) -> torch.Tensor:
         floats(x, w, b)
         op = self.op
@@ -138,7 +142,7 @@ class ConvTranspose(TorchKernel):
         return y
 
 
-class Gemm(TorchKernel):
+class Gemm(TorchKernel[GemmOp]):
     def run(self, a: Any, b: Any, c: Any = None) -> torch.Tensor:
         floats(a, b, c)
         op = self.op
@@ -157,7 +161,7 @@ class Gemm(TorchKernel):
         return y
 
 
-class MatMul(TorchKernel):
+class MatMul(TorchKernel[MatMulOp]):
     def run(self, a: Any, b: Any) -> torch.Tensor:
         a, b = align(a, b)
         if a.ndim == 0 or b.ndim == 0:

@@ -13,12 +13,19 @@ import torch.nn.functional as F
 from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, TorchKernel, floats, is_channels_last
 from engine.backends.torch_ops.linear import activate, torch_pads
 from engine.backends.torch_ops.padded import TAG, PadTarget
+from engine.ops.batch_normalization import BatchNormalization as BatchNormalizationOp
+from engine.ops.fused_norm import FusedMeanVarianceNorm as FusedMeanVarianceNormOp
+from engine.ops.global_pool import GlobalAveragePool as GlobalAveragePoolOp
+from engine.ops.global_pool import GlobalMaxPool as GlobalMaxPoolOp
+from engine.ops.instance_normalization import InstanceNormalization as InstanceNormalizationOp
+from engine.ops.pool import AveragePool as AveragePoolOp
+from engine.ops.pool import MaxPool as MaxPoolOp
 
 MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-class BatchNormalization(TorchKernel):
+class BatchNormalization(TorchKernel[BatchNormalizationOp]):
     def run(self, x: Any, scale: Any, bias: Any, mean: Any, var: Any) -> torch.Tensor:
         floats(x, scale, bias, mean, var)
         if self.op.training or x.ndim < 2:
@@ -29,8 +36,8 @@ class BatchNormalization(TorchKernel):
         return torch.addcmul(shift.reshape(shape), x, a.reshape(shape))
 
 
-class InstanceNormalization(TorchKernel):
-    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+class InstanceNormalization(TorchKernel[InstanceNormalizationOp]):
+    def __init__(self, op: InstanceNormalizationOp, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(op, options)
         self.pad_target = PadTarget()  # a following reflect Pad's buffer, written into directly
 
@@ -145,10 +152,10 @@ def instance_norm_nhwc(x: torch.Tensor, scale: torch.Tensor | None, shift: torch
     return activate(y, activation)
 
 
-class FusedMeanVarianceNorm(TorchKernel):
+class FusedMeanVarianceNorm(TorchKernel[FusedMeanVarianceNormOp]):
     """``activation((x - mean) / sqrt(var + eps) * scale + bias)`` over ``axes`` (keepdims)."""
 
-    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+    def __init__(self, op: FusedMeanVarianceNormOp, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(op, options)
         self.pad_target = PadTarget()  # a following reflect Pad's buffer, written into directly
 
@@ -185,7 +192,7 @@ class FusedMeanVarianceNorm(TorchKernel):
             return None
         n, c = x.shape[:2]
         stat = (n, c) + (1,) * (rank - 2)
-        per_row = []
+        per_row: list[torch.Tensor | None] = []
         for v in (scale, bias):
             if v is None:
                 per_row.append(None)
@@ -205,7 +212,7 @@ def _crop(y: torch.Tensor, out_sp: list[int]) -> torch.Tensor:
     return y
 
 
-class MaxPool(TorchKernel):
+class MaxPool(TorchKernel[MaxPoolOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         op = self.op
@@ -219,7 +226,7 @@ class MaxPool(TorchKernel):
         return _crop(y, out_sp)
 
 
-class AveragePool(TorchKernel):
+class AveragePool(TorchKernel[AveragePoolOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         op = self.op
@@ -238,7 +245,7 @@ class AveragePool(TorchKernel):
         return sums / torch.as_tensor(counts.astype(np.float64), device=x.device).to(x.dtype)
 
 
-class GlobalAveragePool(TorchKernel):
+class GlobalAveragePool(TorchKernel[GlobalAveragePoolOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         if x.ndim < 3:
@@ -246,7 +253,7 @@ class GlobalAveragePool(TorchKernel):
         return torch.mean(x, dim=list(range(2, x.ndim)), keepdim=True)
 
 
-class GlobalMaxPool(TorchKernel):
+class GlobalMaxPool(TorchKernel[GlobalMaxPoolOp]):
     def run(self, x: Any) -> torch.Tensor:
         floats(x)
         if x.ndim < 3 or x.numel() == 0:

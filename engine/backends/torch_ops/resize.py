@@ -15,16 +15,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, TorchKernel, floats, host_ints
+from engine.backends.torch_ops import DEFAULT_OPTIONS, Fallback, KernelOptions, OpT, TorchKernel, floats, host_ints
 from engine.ops.base import normalize_axis
 from engine.ops.interpolation import Sampling, source_coords, taps
+from engine.ops.resize import Resize as ResizeOp
+from engine.ops.upsample import Upsample as UpsampleOp
 
 # (axis, index [out, n], weights [out, n] or None for one tap, outside mask [out] or None)
 AxisPlan = tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
-class _Resample(TorchKernel):
-    def __init__(self, op: Any, options: KernelOptions = DEFAULT_OPTIONS) -> None:
+class _Resample(TorchKernel[OpT]):
+    def __init__(self, op: OpT, options: KernelOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(op, options)
         self._plans: dict[tuple, list[AxisPlan]] = {}
         self._repeats: dict[tuple, list[int]] = {}  # keys whose resize is a nearest integer repeat per axis
@@ -41,15 +43,15 @@ class _Resample(TorchKernel):
                 self._plans.clear()
                 self._repeats.clear()
             self._plans[key] = plans
-            factors = [1] * x.ndim
+            repeats = [1] * x.ndim
             for axis, idx, weights, outside in plans:
                 n = idx.shape[0]
                 f = n // dims[axis] if dims[axis] and n % dims[axis] == 0 else 0
                 same = (weights is None and outside is None and f > 0 and idx.shape[1] == 1
                         and torch.equal(idx[:, 0].cpu(), torch.arange(n) // f))
-                factors[axis] = f if same else 0
-            if plans and all(factors):
-                self._repeats[key] = factors
+                repeats[axis] = f if same else 0
+            if plans and all(repeats):
+                self._repeats[key] = repeats
         if not plans:
             return x.clone()
         factors = self._repeats.get(key)
@@ -65,11 +67,10 @@ class _Resample(TorchKernel):
             if weights is None:
                 work = torch.index_select(work, axis, idx[:, 0])
                 continue
-            shape = (-1,) + (1,) * (work.ndim - axis - 1)
-            acc = None
-            for t in range(idx.shape[1]):
-                term = torch.index_select(work, axis, idx[:, t]) * weights[:, t].reshape(shape)
-                acc = term if acc is None else acc.add_(term)
+            along = (-1,) + (1,) * (work.ndim - axis - 1)  # weights broadcast over the later axes
+            acc = torch.index_select(work, axis, idx[:, 0]) * weights[:, 0].reshape(along)
+            for t in range(1, idx.shape[1]):
+                acc.add_(torch.index_select(work, axis, idx[:, t]) * weights[:, t].reshape(along))
             work = acc
         masks = [(axis, o) for axis, _, _, o in plans if o is not None]
         if masks:
@@ -100,7 +101,7 @@ class _Resample(TorchKernel):
         return plans
 
 
-class Resize(_Resample):
+class Resize(_Resample[ResizeOp]):
     def run(self, x: Any, roi: Any = None, scales: Any = None, sizes: Any = None) -> torch.Tensor:
         floats(x)
         op = self.op
@@ -113,7 +114,8 @@ class Resize(_Resample):
         if (scale_vals is None) == (size_vals is None) or len(set(axes)) != len(axes):
             raise Fallback
         given = scale_vals if scale_vals is not None else size_vals
-        if len(given) != len(axes):  # type: ignore[arg-type]
+        assert given is not None  # exactly one of the two, checked above
+        if len(given) != len(axes):
             raise Fallback
         full_scales = [1.0] * rank
         out_sizes = [int(d) for d in x.shape]
@@ -146,7 +148,7 @@ class Resize(_Resample):
         return self.resample(x, op.sampling, out_sizes, full_scales, rois)
 
 
-class Upsample(_Resample):
+class Upsample(_Resample[UpsampleOp]):
     def run(self, x: Any, scales: Any = None) -> torch.Tensor:
         floats(x)
         values = [float(v) for v in _host(scales)] if scales is not None else self.op.attr_scales
