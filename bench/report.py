@@ -101,6 +101,18 @@ def _engine(d: dict[str, Any]) -> list[Figure]:
     return out
 
 
+def _coverage(d: dict[str, Any]) -> list[Figure]:
+    out = []
+    for row in d["rows"]:
+        ops = ", ".join(row["new_ops"]) or "none of the added ops"
+        for backend, r in row["backends"].items():
+            out.append(Figure(f"{row['title']} on {backend}, one image per prediction", r["ms_per_image"] / 1000,
+                              "s", f"onnxruntime on the file, {d.get('threads', '?')} threads",
+                              row["onnxruntime_ms_per_image"] / 1000, r["vs_onnxruntime"],
+                              f"max diff {r['max_scaled_diff']:.1e} × max(1, |ref|); uses {ops}"))
+    return out
+
+
 def _coldstart(d: dict[str, Any]) -> list[Figure]:
     fresh, restart, warm = d["fresh"], d["restart"], d["warm"]
     model = f"multistyle26 @{d['variant']} {d['size']}²"
@@ -216,6 +228,7 @@ def _e2e(d: dict[str, Any]) -> list[Figure]:
 KNOWN = [
     Benchmark("engine", "engine.py", [], ["--quick"], _engine),
     Benchmark("coldstart", "coldstart.py", [], [], _coldstart),
+    Benchmark("coverage", "coverage.py", [], ["--quick"], _coverage),
     Benchmark("queue", "queue.py", ["--repeats", "9"], ["--images", "100", "--repeats", "1"], _queue),
     Benchmark("torch_backend", "torch_backend.py", [], ["--repeats", "2"], _torch),
     Benchmark("compute_process", "compute_process.py", [], ["--rounds", "2"], _compute_process),

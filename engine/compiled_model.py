@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.backends.base import Backend, RunLayout, cpu_run_items
-from engine.description import Feature, ModelDescription
+from engine.description import MAX_BATCH_KEY, Feature, ModelDescription
 from engine.exceptions import EngineError, InputError
 from engine.ops import threads as engine_threads
 from engine.run_tuner import RunTuner, from_json, size_class
@@ -148,13 +148,17 @@ class CompiledModel:
 
         Items whose inputs have the same shapes (and the same values for
         unbatched inputs) form a group, stacked into one tensor per run, at
-        most ``max_batch`` items per run when given. How a group runs (how
+        most ``max_batch`` items per run when given, and never more than the
+        model allows (:data:`engine.description.MAX_BATCH_KEY`). How a group runs (how
         many items per run, how many runs side by side on the CPU, each on its
         share of the threads) is the backend's offer
         (:meth:`engine.backends.base.Backend.run_layouts`), measured and kept
         by :attr:`tuner` when there is more than one.
         """
         prepared = [self.prepare_item(item) for item in items]
+        allowed = self.description.metadata.user.get(MAX_BATCH_KEY)
+        if allowed:
+            max_batch = min(max_batch or int(allowed), int(allowed))
         results: list[dict[str, np.ndarray] | None] = [None] * len(prepared)
         for group in self._groups(prepared):
             first = prepared[group[0]]

@@ -152,6 +152,11 @@ class Feature:
                              f"the model accepts {self.shape.describe()}")
 
 
+# metadata.user key: the most items one run may stack ("1": the file fixes its batch at 1 and the graph breaks
+# with more, so items run one at a time)
+MAX_BATCH_KEY = "max_batch"
+
+
 @dataclass
 class Metadata:
     name: str = ""

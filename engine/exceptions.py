@@ -44,6 +44,10 @@ class ImageDecodeError(InputError):
     """A file could not be decoded as an image."""
 
 
+class ExportError(EngineError):
+    """The model cannot be expressed in ONNX."""
+
+
 class BackendError(EngineError):
     """A backend is unknown, not installed, or cannot use the requested device."""
 

@@ -20,6 +20,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "HardSigmoid": "activations",
     "HardSwish": "activations",
     "Elu": "activations",
+    "Gelu": "activations",
     "Clip": "clip",
     "Softmax": "softmax",
     # elementwise arithmetic (numpy broadcasting)
@@ -39,18 +40,38 @@ SUPPORTED_OPS: dict[str, str] = {
     "Reciprocal": "unary",
     "Floor": "unary",
     "Ceil": "unary",
+    "Round": "unary",
+    "Erf": "unary",
+    "Mean": "variadic",
+    # comparison and logic (bool tensors)
+    "Equal": "compare",
+    "Less": "compare",
+    "Greater": "compare",
+    "Not": "logical",
+    "And": "logical",
+    "Or": "logical",
+    "Where": "where",
     # reductions
     "ReduceMean": "reduce",
     "ReduceSum": "reduce",
     "ReduceMax": "reduce",
+    "ReduceMin": "reduce",
+    "ReduceProd": "reduce",
+    "ReduceL2": "reduce",
+    # indices and selection
+    "ArgMax": "argmax",
+    "ArgMin": "argmax",
+    "TopK": "topk",
     # linear algebra
     "Gemm": "gemm",
     "MatMul": "matmul",
+    "Einsum": "einsum",
     # convolution, normalization, pooling
     "Conv": "conv",
     "ConvTranspose": "conv_transpose",
     "BatchNormalization": "batch_normalization",
     "InstanceNormalization": "instance_normalization",
+    "LayerNormalization": "layer_normalization",
     "MaxPool": "pool",
     "AveragePool": "pool",
     "GlobalAveragePool": "global_pool",
@@ -65,6 +86,9 @@ SUPPORTED_OPS: dict[str, str] = {
     "Squeeze": "squeeze",
     "Unsqueeze": "unsqueeze",
     "Expand": "expand",
+    "Tile": "tile",
+    "DepthToSpace": "depth_to_space",
+    "SpaceToDepth": "depth_to_space",
     "Pad": "pad",
     "Resize": "resize",
     "Upsample": "upsample",
@@ -80,6 +104,17 @@ SUPPORTED_OPS: dict[str, str] = {
     # quantization
     "QuantizeLinear": "quantize_linear",
     "DequantizeLinear": "quantize_linear",
+    "DynamicQuantizeLinear": "dynamic_quantize_linear",
+    "QLinearConv": "qlinear_conv",
+    "QLinearMatMul": "qlinear_matmul",
+    "ConvInteger": "conv_integer",
+    "MatMulInteger": "matmul_integer",
+    # recurrent
+    "LSTM": "lstm",
+    "GRU": "gru",
+    "RNN": "rnn",
+    # onnxruntime's contrib domain (com.microsoft), imported under these names
+    "DynamicQuantizeLSTM": "dynamic_quantize_lstm",
 }
 
 
@@ -88,6 +123,12 @@ SUPPORTED_OPS: dict[str, str] = {
 INTERNAL_OPS: dict[str, str] = {
     "FusedMeanVarianceNorm": "fused_norm",
 }
+
+
+# onnxruntime's contrib domain, and the ops of it corral implements: they import into the default domain under
+# the same names, and export back to this one.
+MS_DOMAIN = "com.microsoft"
+MS_OPS: tuple[str, ...] = ("DynamicQuantizeLSTM",)
 
 
 def is_supported(op_type: str) -> bool:

@@ -81,7 +81,7 @@ class OnnxRuntimeBackend(Backend):
     # onnxruntime fuses activations into convolutions itself; corral's fused normalizations it takes as
     # InstanceNormalization, which it has no fusion of its own for (engine.exporters.onnx); and quantized
     # (QDQ) graphs keep their DequantizeLinear weights, which it fuses into its integer kernels
-    SKIP_PASSES = ("fuse_activations", "dequantize_weights")
+    SKIP_PASSES = ("fuse_activations", "dequantize_weights", "match_dynamic_quantization")
     CUDA_HINT = "with onnxruntime-gpu"
 
     def __init__(self, device: str, precision: str, options: Mapping[str, Any]) -> None:

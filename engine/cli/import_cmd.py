@@ -23,7 +23,11 @@ from engine.graph import Model
 @click.option("--image-output", multiple=True, help="An output that gives images (repeat for several).")
 @click.option("--color-layout", type=click.Choice(["RGB", "BGR", "GRAY"]), default="RGB", show_default=True,
               help="Channel order the image inputs and outputs use.")
-@click.option("--image-scale", help="tensor = pixel * scale + bias; one value or one per channel (e.g. 1/255).")
+@click.option("--image-layout", type=click.Choice(["NCHW", "NHWC"]), default=None,
+              help="Where the image tensors keep their channels (default: read from the shape; a shape that could "
+                   "be either is refused until this says which).")
+@click.option("--image-scale", help="tensor = pixel * scale + bias; one value or one per channel (e.g. 1/255, "
+                                    "1/127.5).")
 @click.option("--image-bias", help="One value or one per channel (e.g. -0.485,-0.456,-0.406).")
 @click.option("--class-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Text file with one class label per line, for a classifier output.")
@@ -37,7 +41,7 @@ from engine.graph import Model
 @click.option("--version", default="", help="Metadata: model version.")
 @click.option("--description", default="", help="Metadata: description.")
 def import_(src: Path, out: Path, name: str | None, image_input: Sequence[str], image_output: Sequence[str],
-            color_layout: str, image_scale: str | None, image_bias: str | None, class_labels: Path | None,
+            color_layout: str, image_layout: str | None, image_scale: str | None, image_bias: str | None, class_labels: Path | None,
             class_labels_output: str | None, sizes: Sequence[str], default_size: str | None, height_range: str | None,
             width_range: str | None, author: str, license_: str, version: str, description: str) -> None:
     """Convert SRC (an ONNX model, or a Core ML NeuralNetwork .mlmodel) to a corral package.
@@ -50,6 +54,7 @@ def import_(src: Path, out: Path, name: str | None, image_input: Sequence[str], 
     suffix = src.suffix.lower()
     if suffix == ".mlmodel":
         onnx_only = [flag for flag, given in (("--image-input", image_input), ("--image-output", image_output),
+                                              ("--image-layout", image_layout),
                                               ("--image-scale", image_scale), ("--image-bias", image_bias),
                                               ("--class-labels", class_labels), ("--size", sizes),
                                               ("--height-range", height_range), ("--width-range", width_range),
@@ -89,6 +94,7 @@ def import_(src: Path, out: Path, name: str | None, image_input: Sequence[str], 
         image_inputs=list(image_input),
         image_outputs=list(image_output),
         color_layout=color_layout,  # type: ignore[arg-type]
+        image_layout=image_layout,  # type: ignore[arg-type]
         image_scale=scale or (1.0,),
         image_bias=bias or (0.0,),
         image_sizes=size_list,

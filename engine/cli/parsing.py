@@ -13,12 +13,19 @@ from engine.description import ModelDescription
 from engine.exceptions import EngineError
 
 
+def _number(text: str) -> float:
+    """A decimal, or a fraction of two decimals (``1/255``, ``2/255``, ``1/127.5``)."""
+    numerator, slash, denominator = text.strip().partition("/")
+    value = Fraction(numerator.strip())
+    return float(value / Fraction(denominator.strip()) if slash else value)
+
+
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    """``"S"`` or ``"S,S,S"``; each value a decimal or a fraction such as ``1/255``."""
+    """``"S"`` or ``"S,S,S"``; each value a decimal or a fraction such as ``1/255`` or ``1/127.5``."""
     if text is None or text == "":
         return None
     try:
-        return tuple(float(Fraction(part.strip())) for part in text.split(","))
+        return tuple(_number(part) for part in text.split(","))
     except (ValueError, ZeroDivisionError):
         raise click.BadParameter(f"{text!r}: give one number or three separated by commas (e.g. 1/255 or "
                                  "0.485,0.456,0.406)", param_hint=option) from None
@@ -82,6 +89,24 @@ def parse_input_value(spec: str, description: ModelDescription) -> tuple[str, np
     if arr.ndim == rank + 1 and arr.shape[0] == 1:  # a leading batch dimension of 1
         arr = arr[0]
     return name, arr
+
+
+def batch_count(given: dict[str, np.ndarray], description: ModelDescription) -> int | None:
+    """N when the arrays given for batched inputs carry a leading batch dimension of N items (what the model's
+    own file takes, and onnxruntime is fed); None when they are single items. They must agree."""
+    counts = {name: int(arr.shape[0]) for name, arr in given.items()
+              if description.input(name).batched and arr.ndim == len(description.input(name).shape.default) + 1}
+    if not counts:
+        return None
+    if len(set(counts.values())) > 1:
+        raise click.BadParameter(f"the arrays carry different batch sizes {counts}; give every batched input the "
+                                 "same number of items", param_hint="--input")
+    unbatched = [n for n in given if n not in counts and description.input(n).batched]
+    if unbatched:
+        raise click.BadParameter(f"{sorted(counts)} carry a batch of {next(iter(counts.values()))} items but "
+                                 f"{unbatched} are single items; give all with the batch dimension or none",
+                                 param_hint="--input")
+    return next(iter(counts.values()))
 
 
 def fail(message: str) -> NoReturn:

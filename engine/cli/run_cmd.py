@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Sequence
@@ -15,15 +16,40 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from engine.cli.parsing import fail, parse_input_value
+from engine.cli.parsing import batch_count, fail, parse_input_value
 from engine.compiled_model import CompiledModel
 from engine.description import Feature
 from engine.exceptions import EngineError
 from engine.images import DEFAULT_MAX_PIXELS, ResizePolicy, decode_image, image_to_tensor
-from engine.outputs import NO_IMAGE_STEM, output_stems, write_item_outputs
+from engine.outputs import NO_IMAGE_STEM, atomic_write, output_stems, write_item_outputs
 
 # Decoding and resizing release the GIL in Pillow, so a few threads keep up with the model.
 _DECODE_THREADS = min(4, os.cpu_count() or 1)
+
+
+def _run_stacked(compiled: CompiledModel, given: dict[str, np.ndarray], count: int, out: Path, raw: bool,
+                 array_format: str) -> list[Path]:
+    """``count`` items whose batched inputs arrive stacked: each item's outputs as files (``result_<i>``) and,
+    with ``raw``, ``result.npz`` holding every output stacked back along its batch axis, as the file gives it."""
+    desc = compiled.description
+    items = [{name: arr[i] if desc.input(name).batched else arr for name, arr in given.items()}
+             for i in range(count)]
+    results = compiled.predict_batch(items)
+    width = len(str(count - 1))
+    written = [path for i, result in enumerate(results)
+               for path in write_item_outputs(out, f"{NO_IMAGE_STEM}_{i:0{width}d}", result, desc,
+                                              array_format=array_format)]  # type: ignore[arg-type]
+    if raw:
+        stacked = {}
+        for f in desc.outputs:
+            values = [r[f.name] for r in results]
+            stacked[f.name] = np.stack(values, axis=f.batch_axis) if f.batched else values[0]
+        path = out / f"{NO_IMAGE_STEM}.npz"
+        buf = io.BytesIO()
+        np.savez(buf, **stacked)  # type: ignore[arg-type]  # numpy's stub: names as kwargs
+        atomic_write(path, buf.getvalue())
+        written.append(path)
+    return written
 
 
 def expand_paths(paths: Sequence[Path]) -> list[Path]:
@@ -164,9 +190,12 @@ def run(ctx: click.Context, model_path: Path, images: Sequence[Path], out: Path,
     open_images = [f for f in desc.image_inputs if f.name not in given]
     paths = expand_paths(images)
     if images and not open_images:
+        from engine.cli.inspect_cmd import image_hints
+
+        hints = "" if desc.image_inputs else "".join(f"; {hint}" for hint in image_hints(desc))
         fail(f"{model_path}: the model has no image input left to feed the images "
              f"({'all given with --input' if desc.image_inputs else 'it takes only arrays'}); "
-             f"drop the image arguments or the --input for the image")
+             f"drop the image arguments or the --input for the image{hints}")
     if len(open_images) > 1:
         fail(f"{model_path}: the model has image inputs {[f.name for f in open_images]}; give all but one "
              "with --input NAME=@array.npy")
@@ -184,6 +213,17 @@ def run(ctx: click.Context, model_path: Path, images: Sequence[Path], out: Path,
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
+    count = batch_count(given, desc)
+    if count is not None and feature is not None:
+        fail(f"{model_path}: a leading batch dimension on --input arrays applies when the model takes no images; "
+             "give single items, or feed the images as files")
+    if count is not None:  # N items, as the model's own file takes them
+        try:
+            written = _run_stacked(compiled, given, count, out, raw, array_format)
+        except EngineError as exc:
+            fail(str(exc))
+        console.print(f"{count} items → {len(written)} files in {escape(str(out))}")
+        return
     if feature is None:  # one item, every input from --input or defaults
         try:
             result = compiled.predict(given)

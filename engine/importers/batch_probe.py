@@ -25,7 +25,10 @@ ATOL = 1e-4
 @dataclass
 class BatchProbe:
     """``flexible``: batch 2 equals two batch-1 runs; ``batched_outputs``: the outputs that carry the batch,
-    each with the axis it sits on (0 for most; 1 for a sequence model's ``[T, N, C]``)."""
+    each with the axis it sits on (0 for most; 1 for a sequence model's ``[T, N, C]``). When not flexible,
+    ``batched_outputs`` still names the axis each output's batch of 2 had by its shape alone (a model whose
+    items depend on each other, such as dynamic quantization over the whole batch, runs them one at a time,
+    but its outputs still carry the batch there)."""
 
     flexible: bool
     batched_outputs: dict[str, int] = field(default_factory=dict)
@@ -75,16 +78,21 @@ def probe_batch(model: Model, shapes: Mapping[str, tuple[int, ...]], dtypes: Map
     except Exception:  # noqa: BLE001 - a batch of 2 that fails is the answer: not flexible
         return BatchProbe(flexible=False)
     batched_outputs: dict[str, int] = {}
+    by_shape: dict[str, int] = {}
+    flexible = True
     for name, a in out1.items():
         a, b, ab = np.asarray(a), np.asarray(out2[name]), np.asarray(both[name])
+        shape_axes = [axis for axis in range(a.ndim)
+                      if a.shape[axis] == 1 and ab.shape == (*a.shape[:axis], 2, *a.shape[axis + 1:])]
+        if len(shape_axes) == 1:
+            by_shape[name] = shape_axes[0]
         axis = _batch_axis(a, b, ab)
         if axis is not None:
             batched_outputs[name] = axis
-        elif _close(ab, a) and _close(a, b):
-            continue  # does not depend on the batched inputs
-        else:
-            return BatchProbe(flexible=False)
-    return BatchProbe(flexible=True, batched_outputs=batched_outputs)
+        elif not (_close(ab, a) and _close(a, b)):  # depends on the batched inputs, and not item by item
+            flexible = False
+    return BatchProbe(flexible=True, batched_outputs=batched_outputs) if flexible else \
+        BatchProbe(flexible=False, batched_outputs=by_shape)
 
 
 def _batch_axis(a: np.ndarray, b: np.ndarray, ab: np.ndarray) -> int | None:

@@ -24,16 +24,16 @@ dimension is made flexible when a run of two items equals two runs of one
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.description import ColorLayout, Feature, Metadata, ModelDescription, ShapeSpec
+from engine.description import MAX_BATCH_KEY, ColorLayout, Feature, Metadata, ModelDescription, ShapeSpec
 from engine.exceptions import ModelImportError
-from engine.graph import CUSTOM_DOMAIN, Graph, Model, Node
+from engine.graph import CUSTOM_DOMAIN, Graph, Model
 from engine.importers.batch_probe import BatchProbe, probe_batch
 from engine.importers.onnx_features import (
     Range,
@@ -45,20 +45,13 @@ from engine.importers.onnx_features import (
     probe_hw,
     tensor_info,
 )
-from engine.importers.onnx_graph import GraphConverter, check_ops, default_opset
-from engine.ops import make_op
-from engine.passes.base import PassContext
-from engine.passes.dead_nodes import drop_dead_nodes
-from engine.tensors import Weight
+from engine.importers.onnx_graph import DEFAULT_DOMAINS, GraphConverter, check_ops, default_opset
+from engine.importers.onnx_layout import TensorLayout, channels_first, channels_first_graph, tensor_layout
+from engine.importers.onnx_rewrites import fold_constants, unfix_batch
 
 MIN_OPSET = 7
-# A folded result this many elements larger than its inputs stays a node.
-MAX_FOLD_GROWTH = 1 << 20
 INSTALL_HINT = "pip install 'corral[onnx]'"
 
-# metadata.user key telling the runtime that image inputs take one item per
-# run: the file fixes the batch at 1 and the graph breaks with more.
-MAX_BATCH_KEY = "max_batch"
 
 
 @dataclass
@@ -77,6 +70,8 @@ class OnnxImportOptions:
     image_outputs: Sequence[str] = ()
     # None: RGB for 3 channels, GRAY for 1.
     color_layout: ColorLayout | Mapping[str, ColorLayout] | None = None
+    # Where image tensors keep their channels (for every image name, or per name); None: read from the shape.
+    image_layout: TensorLayout | Mapping[str, TensorLayout] | None = None
     image_scale: float | Sequence[float] = 1.0
     image_bias: float | Sequence[float] = 0.0
     output_scale: float | Sequence[float] | None = None
@@ -98,6 +93,11 @@ class OnnxImportOptions:
     license: str = ""
     version: str = ""
     description: str = ""
+
+    def tensor_layout_for(self, name: str) -> TensorLayout | None:
+        if self.image_layout is None or isinstance(self.image_layout, str):
+            return self.image_layout
+        return self.image_layout.get(name)
 
     def layout_for(self, name: str) -> ColorLayout | None:
         if self.color_layout is None or isinstance(self.color_layout, str):
@@ -135,6 +135,21 @@ def _read_labels(labels: Sequence[str] | str | os.PathLike[str]) -> list[str]:
     return [str(v) for v in labels]
 
 
+def _same_as_min_opset(onnx: Any, nodes: Iterable[Any], opset: int) -> bool:
+    """An older file whose every default-domain op has the definition it has at MIN_OPSET (ONNX's node tests
+    give a one-op model its op's first opset: 1 for Not) means what it would at MIN_OPSET."""
+    for node in nodes:
+        if node.domain not in DEFAULT_DOMAINS:
+            continue
+        try:
+            if (onnx.defs.get_schema(node.op_type, opset, "").since_version
+                    != onnx.defs.get_schema(node.op_type, MIN_OPSET, "").since_version):
+                return False
+        except onnx.defs.SchemaError:
+            return False
+    return True
+
+
 def import_graph(source: str | os.PathLike[str] | Any, where: str = "") -> Graph:
     """Only the graph of an ONNX model, converted and folded as :func:`import_onnx` does it, for a caller that
     has the model's description already (e.g. a graph onnxruntime's quantizer rewrote)."""
@@ -142,13 +157,13 @@ def import_graph(source: str | os.PathLike[str] | Any, where: str = "") -> Graph
     graph, proto, _ = _convert(onnx, proto, (CUSTOM_DOMAIN,), where or label)
     weights = set(graph.initializers)
     inputs = [vi.name for vi in proto.graph.input if vi.name not in weights]
-    return _fold(graph, inputs, [vi.name for vi in proto.graph.output])
+    return fold_constants(graph, inputs, [vi.name for vi in proto.graph.output])
 
 
 def _convert(onnx: Any, proto: Any, custom_domains: Sequence[str], where: str) -> tuple[Graph, Any, int]:
     """(graph, the proto with local functions inlined, its default-domain opset)."""
     opset = default_opset(proto)
-    if opset < MIN_OPSET:
+    if opset < MIN_OPSET and not _same_as_min_opset(onnx, proto.graph.node, opset):
         raise ModelImportError(f"{where}: uses ONNX opset {opset}; corral imports opset {MIN_OPSET} and newer "
                                "(11+ recommended). Convert it with onnx.version_converter first")
     if proto.functions:
@@ -169,7 +184,8 @@ def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions
     inputs = [tensor_info(onnx, vi, f"{where}: input") for vi in proto.graph.input if vi.name not in weights]
     outputs = [tensor_info(onnx, vi, f"{where}: output") for vi in proto.graph.output]
     _check_names(opts, inputs, outputs, where)
-    graph = _fold(graph, [i.name for i in inputs], [o.name for o in outputs])
+    graph, inputs, outputs = _images_channels_first(graph, inputs, outputs, opts, where)
+    graph = fold_constants(graph, [i.name for i in inputs], [o.name for o in outputs])
 
     importer = _Describer(opts, where, opset, proto, stem)
     model = Model(description=importer.describe(inputs, outputs, batch=None), graph=graph)
@@ -204,6 +220,21 @@ def import_onnx(source: str | os.PathLike[str] | Any, options: OnnxImportOptions
     return model
 
 
+def _images_channels_first(graph: Graph, inputs: list[TensorInfo], outputs: list[TensorInfo],
+                           opts: OnnxImportOptions,
+                           where: str) -> tuple[Graph, list[TensorInfo], list[TensorInfo]]:
+    """NHWC image inputs and outputs rewritten to the NCHW tensors corral maps images to (see onnx_layout)."""
+    nhwc: dict[str, set[str]] = {"input": set(), "output": set()}
+    for role, infos, names in (("input", inputs, opts.image_inputs), ("output", outputs, opts.image_outputs)):
+        for k, info in enumerate(infos):
+            if info.name in names:
+                layout = tensor_layout(info, opts.tensor_layout_for(info.name), f"{where}: image {role} {info.name!r}")
+                if layout == "NHWC":
+                    nhwc[role].add(info.name)
+                    infos[k] = channels_first(info, layout)
+    return channels_first_graph(graph, nhwc["input"], nhwc["output"]), inputs, outputs
+
+
 def _check_names(opts: OnnxImportOptions, inputs: list[TensorInfo], outputs: list[TensorInfo], where: str) -> None:
     input_names = [i.name for i in inputs]
     output_names = [o.name for o in outputs]
@@ -217,74 +248,6 @@ def _check_names(opts: OnnxImportOptions, inputs: list[TensorInfo], outputs: lis
     if opts.class_labels_output and opts.class_labels_output not in output_names:
         raise ModelImportError(f"{where}: class labels output {opts.class_labels_output!r} is not an output; "
                                f"outputs are {output_names}")
-
-
-def unfix_batch(graph: Graph) -> Graph | None:
-    """A copy of ``graph`` whose constant Reshape shapes that start with a literal 1 copy that dim instead
-    (``0``, ONNX's "as in the input"); None when there is no such Reshape.
-
-    Only a guess that the 1 is the batch: the caller keeps the copy only if
-    the batch probe then finds a batch of 2 equal to two runs of 1.
-    """
-    nodes = []
-    initializers = dict(graph.initializers)
-    changed = 0
-    for node in graph.nodes:
-        shape = initializers.get(node.inputs[1]) if node.op_type == "Reshape" and len(node.inputs) > 1 else None
-        if (shape is None or not isinstance(shape, np.ndarray) or shape.ndim != 1 or not shape.size
-                or int(shape[0]) != 1 or node.int_attr("allowzero", 0)):
-            nodes.append(node)
-            continue
-        fixed = shape.copy()
-        fixed[0] = 0
-        name = f"{node.inputs[1]}__batch"
-        while name in initializers and not _equal(initializers[name], fixed):
-            name += "_"
-        initializers[name] = fixed
-        nodes.append(Node(op_type=node.op_type, inputs=[node.inputs[0], name, *node.inputs[2:]],
-                          outputs=list(node.outputs), name=node.name, attrs=dict(node.attrs), domain=node.domain))
-        changed += 1
-    if not changed:
-        return None
-    used = {i for n in nodes for i in n.inputs}
-    return Graph(nodes=nodes, initializers={k: v for k, v in initializers.items() if k in used})
-
-
-def _equal(weight: Weight, array: np.ndarray) -> bool:
-    return isinstance(weight, np.ndarray) and np.array_equal(weight, array)
-
-
-def _fold(graph: Graph, inputs: list[str], outputs: list[str]) -> Graph:
-    """Fold constant subgraphs with corral's own ops, keeping exact dtypes; drop what no output needs.
-
-    Only nodes whose inputs are all constant are evaluated, so the ops on the
-    input-dependent path are not even loaded here.
-    """
-    constants: dict[str, np.ndarray] = {}
-    for name, value in graph.initializers.items():
-        assert isinstance(value, np.ndarray), f"ONNX weight {name!r} is not an array"
-        constants[name] = value
-    kept = []
-    for node in graph.toposort(inputs):  # execution order: a folded result can feed the next fold
-        args = [constants.get(name) if name else None for name in node.inputs]
-        if node.domain or any(name and value is None for name, value in zip(node.inputs, args)):
-            kept.append(node)
-            continue
-        op = make_op(node)
-        if not op.foldable:
-            kept.append(node)
-            continue
-        results = op(args)
-        in_size = sum(int(np.size(a)) for a in args if a is not None)
-        if sum(int(np.size(r)) for r in results) > in_size + MAX_FOLD_GROWTH:
-            kept.append(node)  # an expanding op (ConstantOfShape, Expand): cheaper to run than to store
-            continue
-        for name, value in zip(node.outputs, results):
-            if name:
-                constants[name] = np.asarray(value)
-    ctx = PassContext(nodes=kept, constants=constants, inputs=inputs, outputs=outputs)
-    drop_dead_nodes(ctx)
-    return Graph(nodes=list(ctx.nodes), initializers=dict(ctx.constants))
 
 
 class _Describer:
@@ -313,7 +276,7 @@ class _Describer:
         outs = []
         for info in outputs:
             axis = 0
-            if probe is not None and probe.flexible:
+            if probe is not None and (probe.flexible or (strips_batch and info.name in probe.batched_outputs)):
                 batched = info.name in probe.batched_outputs
                 axis = probe.batched_outputs.get(info.name, 0) if info.dims is not None else 0
             else:

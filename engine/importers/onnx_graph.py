@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.exceptions import ModelImportError, UnsupportedOpError
 from engine.graph import CUSTOM_DOMAIN, AttrValue, Graph, Node
-from engine.ops import is_supported
+from engine.op_table import MS_DOMAIN, MS_OPS, is_supported
 from engine.tensors import MAX_DIM, MAX_RANK
 
 # ONNX TensorProto data types corral stores, with their numpy dtypes. Every
@@ -143,16 +143,22 @@ def node_label(node: Any) -> str:
 
 def check_ops(nodes: Iterable[Any], custom_domains: Sequence[str], source: str) -> None:
     """Raise :class:`UnsupportedOpError` naming every unsupported op type and its nodes."""
+    missing = unsupported_ops(nodes, custom_domains)
+    if missing:
+        raise UnsupportedOpError(missing, source)
+
+
+def unsupported_ops(nodes: Iterable[Any], custom_domains: Sequence[str]) -> dict[str, list[str]]:
+    """Op type (``domain:type`` outside the default domain) -> names of the nodes corral cannot run."""
     missing: dict[str, list[str]] = {}
     for node in nodes:
-        if node.domain in custom_domains:
+        if node.domain in custom_domains or (node.domain == MS_DOMAIN and node.op_type in MS_OPS):
             continue
         if node.domain not in DEFAULT_DOMAINS:
             missing.setdefault(f"{node.domain}:{node.op_type}", []).append(node_label(node))
         elif node.op_type != "Constant" and not is_supported(node.op_type):
             missing.setdefault(node.op_type, []).append(node_label(node))
-    if missing:
-        raise UnsupportedOpError(missing, source)
+    return missing
 
 
 class GraphConverter:

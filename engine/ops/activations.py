@@ -1,4 +1,4 @@
-"""Activation functions: Relu, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, Elu.
+"""Activation functions: Relu, LeakyRelu, PRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Gelu.
 
 All keep the input dtype; attribute constants are cast to it once per call so
 float32 stays float32.
@@ -6,10 +6,14 @@ float32 stays float32.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from engine.graph import Node
 from engine.ops.base import Array, Op
+from engine.ops.mlas import MLAS, mlas_logistic
+from engine.ops.unary import ERF_SMALL, erf64, erfc_outer, tiled_float64
 
 
 class Relu(Op):
@@ -44,11 +48,21 @@ class PRelu(Op):
 
 
 class Sigmoid(Op):
+    """``1 / (1 + exp(-x))``; with ``approximation="mlas"`` (set by the compiler, see
+    engine.passes.quantized_activations) the value onnxruntime's CPU kernel gives, on float32."""
+
     op_type = "Sigmoid"
+
+    def setup(self, node: Node) -> None:
+        self.approximation = str(node.attr("approximation", ""))
+        if self.approximation not in ("", MLAS):
+            raise ValueError(f"approximation {self.approximation!r}: use 'mlas' or none")
 
     def run(self, x: Array) -> Array:
         if x.dtype.kind != "f":
             raise TypeError(f"Sigmoid needs a floating-point input, got {x.dtype}")
+        if self.approximation == MLAS and x.dtype == np.float32:
+            return mlas_logistic(x)
         # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: no overflow for large |x| and
         # faster in numpy than 1 / (1 + exp(-x)) (one transcendental, in-place passes).
         half = x.dtype.type(0.5)
@@ -109,3 +123,50 @@ class Elu(Op):
             neg = np.expm1(np.minimum(x, x.dtype.type(0)))
         neg *= x.dtype.type(self.alpha)
         return np.where(x > 0, x, neg)
+
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+class Gelu(Op):
+    """``x * Phi(x)``: ``0.5 * x * (1 + erf(x / sqrt(2)))``, or with ``approximate="tanh"``
+    ``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`` (opset 20).
+
+    Computed in float64 and rounded once to the input dtype, as erf is.
+    """
+
+    op_type = "Gelu"
+
+    def setup(self, node: Node) -> None:
+        raw = self.attr("approximate", "none")
+        self.approximate = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if self.approximate not in GELU_APPROXIMATIONS:
+            raise ValueError(f"approximate must be one of {list(GELU_APPROXIMATIONS)}, got {self.approximate!r}")
+
+    def run(self, x: Array) -> Array:
+        return tiled_float64(self._tanh_form if self.approximate == "tanh" else self._erf_form, x)
+
+    @staticmethod
+    def _erf_form(v: Array) -> Array:
+        z = v * math.sqrt(0.5)
+        left = np.flatnonzero(z < -ERF_SMALL)
+        tail = erfc_outer(-z[left])  # 1 + erf(z) there, without the cancellation (x * Phi(x) to x ~ -38)
+        phi = erf64(z)
+        phi += 1.0
+        phi[left] = tail
+        phi *= v
+        phi *= 0.5
+        return phi
+
+    @staticmethod
+    def _tanh_form(v: Array) -> Array:
+        phi = v * v
+        phi *= 0.044715
+        phi += 1.0
+        phi *= v
+        phi *= math.sqrt(2.0 / math.pi)  # sqrt(2/pi) * (x + 0.044715 x^3)
+        np.tanh(phi, out=phi)
+        phi += 1.0
+        phi *= v
+        phi *= 0.5
+        return phi

@@ -1,9 +1,11 @@
-"""Reductions: ReduceMean, ReduceSum, ReduceMax.
+"""Reductions: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL2.
 
 Axes come from the ``axes`` attribute (older opsets) or the optional second
 input (ReduceSum from opset 13, the others from opset 18). No axes means all
 axes, unless ``noop_with_empty_axes`` is set, in which case the input passes
-through. ``keepdims`` (default 1) keeps reduced axes as size 1.
+through. ``keepdims`` (default 1) keeps reduced axes as size 1. Reducing an
+empty axis gives the reduction's identity (0 for sums and L2, 1 for products,
+the dtype's extreme for max and min).
 """
 
 from __future__ import annotations
@@ -52,12 +54,18 @@ class _Reduce(AxesOp):
         raise NotImplementedError
 
 
+def _accumulate(ufunc: np.ufunc, x: Array, axes: tuple[int, ...]) -> Array:
+    """``ufunc`` reduced over ``axes`` in ``x``'s type, except float16, which accumulates in float32: rounding
+    every step drifts (and a product overflows early)."""
+    acc = np.float32 if x.dtype == np.float16 else x.dtype
+    return np.asarray(ufunc.reduce(x, axis=axes, dtype=acc)).astype(x.dtype, copy=False)
+
+
 class ReduceSum(_Reduce):
     op_type = "ReduceSum"
 
     def reduce(self, x: Array, axes: tuple[int, ...]) -> Array:
-        acc = np.float32 if x.dtype == np.float16 else x.dtype
-        return np.asarray(np.add.reduce(x, axis=axes, dtype=acc)).astype(x.dtype, copy=False)
+        return _accumulate(np.add, x, axes)
 
 
 class ReduceMean(_Reduce):
@@ -89,3 +97,39 @@ class ReduceMax(_Reduce):
         else:
             initial = np.iinfo(x.dtype).min
         return np.maximum.reduce(x, axis=axes, initial=initial)
+
+
+class ReduceMin(_Reduce):
+    op_type = "ReduceMin"
+
+    def reduce(self, x: Array, axes: tuple[int, ...]) -> Array:
+        # An empty reduction yields the identity of min: +inf (or the dtype's maximum).
+        if x.dtype.kind == "f":
+            initial: object = np.inf
+        elif x.dtype.kind == "b":
+            initial = True
+        else:
+            initial = np.iinfo(x.dtype).max
+        return np.minimum.reduce(x, axis=axes, initial=initial)
+
+
+class ReduceProd(_Reduce):
+    op_type = "ReduceProd"
+
+    def reduce(self, x: Array, axes: tuple[int, ...]) -> Array:
+        # Integers multiply in their own type, wrapping as ONNX's reference does.
+        return _accumulate(np.multiply, x, axes)
+
+
+class ReduceL2(_Reduce):
+    op_type = "ReduceL2"
+
+    def reduce(self, x: Array, axes: tuple[int, ...]) -> Array:
+        if x.dtype.kind == "f":
+            # float16 squares overflow above 256: square and sum those in float32.
+            acc = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+        else:
+            # Integer norms are computed in float64 and truncated back, as for ReduceMean.
+            acc = np.dtype(np.float64)
+        squares = np.square(x, dtype=acc)
+        return np.sqrt(np.add.reduce(squares, axis=axes)).astype(x.dtype, copy=False)

@@ -1,4 +1,4 @@
-"""Elementwise ops over one or more broadcast inputs: Max, Min, Sum."""
+"""Elementwise ops over one or more broadcast inputs: Max, Min, Sum, Mean."""
 
 from __future__ import annotations
 
@@ -46,3 +46,19 @@ class Min(_Variadic):
 class Sum(_Variadic):
     op_type = "Sum"
     ufunc = np.add
+
+
+class Mean(Sum):
+    """The inputs' sum divided by their count, in the inputs' (floating-point) type."""
+
+    op_type = "Mean"
+
+    def run(self, *inputs: Array | None) -> Array:
+        for x in inputs:
+            if x is not None and np.asarray(x).dtype.kind != "f":
+                raise TypeError(f"Mean needs floating-point inputs, got {np.asarray(x).dtype}")
+        total = np.asarray(super().run(*inputs))  # a 0-d sum comes back as a numpy scalar
+        count = total.dtype.type(len(inputs))
+        if len(inputs) > 1:  # the sum is a buffer of our own: divide in place
+            return np.divide(total, count, out=total)
+        return np.divide(total, count)

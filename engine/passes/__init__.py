@@ -19,6 +19,7 @@ from engine.passes.dead_nodes import drop_dead_nodes
 from engine.passes.dequantize_weights import dequantize_weights
 from engine.passes.identity_elimination import drop_identities
 from engine.passes.norm_fusion import fuse_mean_variance_norm
+from engine.passes.quantized_activations import match_dynamic_quantization
 
 __all__ = ["PASS_NAMES", "Pass", "PassContext", "default_pipeline", "optimize"]
 
@@ -29,6 +30,7 @@ _PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("drop_identities", drop_identities),
     ("fold_batchnorm", fold_batchnorm),
     ("fuse_norm", fuse_mean_variance_norm),
+    ("match_dynamic_quantization", match_dynamic_quantization),
     ("fuse_activations", fuse_activations),
     ("drop_dead_nodes", drop_dead_nodes),
 )

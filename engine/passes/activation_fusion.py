@@ -23,7 +23,8 @@ def fuse_activations(ctx: PassContext) -> int:
         if len(node.outputs) != 1:
             continue
         act = ctx.only_consumer(node.outputs[0], users)
-        if act is None or act.op_type not in ACTIVATIONS or act.domain or len(act.inputs) != 1:
+        if (act is None or act.op_type not in ACTIVATIONS or act.domain or len(act.inputs) != 1
+                or act.attrs.get("approximation")):
             continue
         node.attrs["activation"] = act.op_type
         node.outputs = [act.outputs[0]]

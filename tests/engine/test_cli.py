@@ -95,8 +95,8 @@ def test_inspect_json_reports_everything(brighten):
 def test_inspect_shows_unsupported_ops_without_failing(tmp_path):
     b = ModelBuilder("future")
     x = b.array_input("x", (4,))
-    y = b.node("Gelu", [x], name="act1")
-    y = b.node("Gelu", [y], name="act2")
+    y = b.node("Hardmax", [x], name="act1")
+    y = b.node("Hardmax", [y], name="act2")
     b.array_output(b.node("Relu", [y]), name="y")
     path = tmp_path / "future.corral"
     save(b.build(validate=False), path)
@@ -104,16 +104,16 @@ def test_inspect_shows_unsupported_ops_without_failing(tmp_path):
     result = invoke("model", "inspect", path, "--json")
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
-    assert r["unsupported_ops"] == {"Gelu": ["act1", "act2"]}
-    assert r["valid"] is False and "Gelu" in r["problems"][0]
-    assert r["ops"]["Gelu"] == 2
+    assert r["unsupported_ops"] == {"Hardmax": ["act1", "act2"]}
+    assert r["valid"] is False and "Hardmax" in r["problems"][0]
+    assert r["ops"]["Hardmax"] == 2
 
     text = invoke("model", "inspect", path)
     assert text.exit_code == 0
-    assert "unsupported op Gelu in nodes: act1, act2" in text.output
+    assert "unsupported op Hardmax in nodes: act1, act2" in text.output
 
     refused = invoke("model", "run", path, "--input", "x=[1,2,3,4]", "--out", tmp_path / "o")
-    assert refused.exit_code == 1 and "unsupported op types: Gelu" in refused.output
+    assert refused.exit_code == 1 and "unsupported op types: Hardmax" in refused.output
 
 
 def test_inspect_reports_a_corrupt_package(tmp_path):

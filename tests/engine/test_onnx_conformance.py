@@ -25,6 +25,7 @@ from engine import compile
 from engine.exceptions import EngineError
 from engine.importers import OnnxImportOptions, import_onnx
 from engine.importers.onnx_graph import DEFAULT_DOMAINS, ONNX_TO_NUMPY
+from engine.op_table import MS_OPS
 from engine.ops import SUPPORTED_OPS
 from engine.tensors import DTYPE_TO_PROTO
 from tests.engine.backend_names import BACKENDS
@@ -167,4 +168,7 @@ def test_only_types_corral_cannot_store_are_excluded() -> None:
 
 def test_every_supported_op_is_exercised() -> None:
     exercised = {n.op_type for case in RUNNABLE for n in case.model.graph.node}
-    assert sorted(set(SUPPORTED_OPS) - exercised) == []
+    # onnxruntime's com.microsoft ops have no ONNX node cases; tests/engine/ops/test_recurrent.py checks them
+    # against onnxruntime itself
+    contrib = set(MS_OPS)
+    assert sorted(set(SUPPORTED_OPS) - exercised - contrib) == []

@@ -266,3 +266,33 @@ def test_quantized_weights_are_dequantized_once_at_compile_time() -> None:
     assert model.graph.initializers["w"] is weight  # the package keeps its compact form
     x_val = RNG.standard_normal((1, 3, 2, 2)).astype(np.float32)
     np.testing.assert_array_equal(compiled.run({"x": x_val})["y"], x_val * stored)
+
+
+def test_the_sigmoids_of_a_dynamically_quantized_graph_give_onnxruntimes_values() -> None:
+    """onnxruntime's sigmoid is an approximation; codes rounded from it depend on its last bit."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from engine.importers import import_onnx
+
+    F = TensorProto.FLOAT
+    x = np.linspace(-20, 20, 200_001, dtype=np.float32)[None]
+    for quantized in (True, False):
+        nodes = [helper.make_node("Sigmoid", ["x"], ["y"])]
+        outputs = [helper.make_tensor_value_info("y", F, [1, x.shape[1]])]
+        if quantized:
+            nodes.append(helper.make_node("DynamicQuantizeLinear", ["y"], ["q", "scale", "zero"]))
+            outputs.append(helper.make_tensor_value_info("q", TensorProto.UINT8, [1, x.shape[1]]))
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [1, x.shape[1]])], outputs)
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        model = import_onnx(proto)
+        for backend in ("numpy", "torch"):
+            got = engine_compile(model, backend).run({"x": x})
+            if quantized:
+                np.testing.assert_array_equal(got["y"], want[0])  # bit for bit
+                np.testing.assert_array_equal(got["q"], want[1])
+            else:  # elsewhere corral's sigmoid is the exact one, a little way from onnxruntime's here and there
+                assert not np.array_equal(got["y"], want[0])
+                np.testing.assert_allclose(got["y"], want[0], rtol=1e-6, atol=2e-7)
+        assert engine_compile(model, "numpy").stats.get("match_dynamic_quantization", 0) == (1 if quantized else 0)

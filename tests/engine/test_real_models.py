@@ -10,7 +10,7 @@ import pytest
 from bench._models import MODELS, RealModel
 from engine import compile
 
-CASES = ["multistyle26-256", "ppocr-rec", "yolox-det", "captcha-crnn", "orientation"]
+CASES = ["multistyle26-256", "ppocr-rec", "yolox-det", "captcha-crnn", "orientation", "ddddocr-ocr", "ddddocr-ocr-old"]
 
 
 def _reference(model: RealModel, images: np.ndarray) -> list[np.ndarray]:

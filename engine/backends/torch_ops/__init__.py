@@ -34,13 +34,21 @@ TORCH_KERNELS: dict[str, str] = {
                      "Clip", "Softmax", "Sqrt", "Neg", "Exp", "Log", "Abs", "Reciprocal", "Floor", "Ceil"],
                     "activations"),
     **dict.fromkeys(["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum"], "arithmetic"),
-    **dict.fromkeys(["ReduceMean", "ReduceSum", "ReduceMax"], "reduce"),
+    **dict.fromkeys(["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"], "reduce"),
+    **dict.fromkeys(["ArgMax", "ArgMin", "TopK", "Tile", "Einsum", "DepthToSpace", "SpaceToDepth"], "indexing"),
     **dict.fromkeys(["Conv", "ConvTranspose", "Gemm", "MatMul"], "linear"),
     **dict.fromkeys(["BatchNormalization", "InstanceNormalization", "FusedMeanVarianceNorm",
                      "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"], "norm_pool"),
     **dict.fromkeys(["Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Concat", "Split",
                      "Slice", "Pad", "Identity", "Dropout", "Shape"], "layout"),
     **dict.fromkeys(["Resize", "Upsample"], "resize"),
+    **dict.fromkeys(["LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"], "recurrent"),
+    **dict.fromkeys(["DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"],
+                    "quantized"),
+    **dict.fromkeys(["Gelu", "Round", "Erf"], "activations"),
+    "Mean": "arithmetic",
+    **dict.fromkeys(["Equal", "Less", "Greater", "Not", "And", "Or", "Where"], "logic"),
+    "LayerNormalization": "layer_norm",
 }
 
 

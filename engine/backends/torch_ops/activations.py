@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from engine.backends.torch_ops import Fallback, OpT, TorchKernel, floats, like
 from engine.ops.activations import Elu as EluOp
+from engine.ops.activations import Gelu as GeluOp
 from engine.ops.activations import HardSigmoid as HardSigmoidOp
 from engine.ops.activations import HardSwish as HardSwishOp
 from engine.ops.activations import LeakyRelu as LeakyReluOp
@@ -23,11 +24,13 @@ from engine.ops.clip import Clip as ClipOp
 from engine.ops.softmax import Softmax as SoftmaxOp
 from engine.ops.unary import Abs as AbsOp
 from engine.ops.unary import Ceil as CeilOp
+from engine.ops.unary import Erf as ErfOp
 from engine.ops.unary import Exp as ExpOp
 from engine.ops.unary import Floor as FloorOp
 from engine.ops.unary import Log as LogOp
 from engine.ops.unary import Neg as NegOp
 from engine.ops.unary import Reciprocal as ReciprocalOp
+from engine.ops.unary import Round as RoundOp
 from engine.ops.unary import Sqrt as SqrtOp
 
 
@@ -45,6 +48,11 @@ class Relu(_Unary[ReluOp]):
 
 class Sigmoid(_Unary[SigmoidOp]):
     fn = staticmethod(torch.sigmoid)
+
+    def run(self, x: Any) -> torch.Tensor:
+        if self.op.approximation:  # onnxruntime's own values: the host op computes them
+            raise Fallback
+        return super().run(x)
 
 
 class Tanh(_Unary[TanhOp]):
@@ -81,6 +89,20 @@ class Floor(_Unary[FloorOp]):
 
 class Ceil(_Unary[CeilOp]):
     fn = staticmethod(torch.ceil)
+
+
+class Round(_Unary[RoundOp]):
+    fn = staticmethod(torch.round)  # halves to even, as ONNX rounds
+
+
+class Erf(_Unary[ErfOp]):
+    fn = staticmethod(torch.erf)
+
+
+class Gelu(TorchKernel[GeluOp]):
+    def run(self, x: Any) -> torch.Tensor:
+        floats(x)
+        return F.gelu(x, approximate=self.op.approximate)
 
 
 class LeakyRelu(TorchKernel[LeakyReluOp]):

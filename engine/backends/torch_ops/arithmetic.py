@@ -15,6 +15,7 @@ from engine.ops.binary import Mul as MulOp
 from engine.ops.binary import Pow as PowOp
 from engine.ops.binary import Sub as SubOp
 from engine.ops.variadic import Max as MaxOp
+from engine.ops.variadic import Mean as MeanOp
 from engine.ops.variadic import Min as MinOp
 from engine.ops.variadic import Sum as SumOp
 
@@ -111,3 +112,12 @@ class Min(_Variadic[MinOp]):
 
 class Sum(_Variadic[SumOp]):
     fn = staticmethod(torch.add)
+
+
+class Mean(_Variadic[MeanOp]):
+    """The sum, as Sum's kernel adds it, divided by the input count."""
+
+    fn = staticmethod(torch.add)
+
+    def run(self, *inputs: Any) -> torch.Tensor:
+        return torch.div(super().run(*inputs), len(inputs))

@@ -7,8 +7,11 @@ from typing import Any, TypeVar
 import torch
 
 from engine.backends.torch_ops import Fallback, TorchKernel, floats, host_ints
+from engine.ops.reduce import ReduceL2 as ReduceL2Op
 from engine.ops.reduce import ReduceMax as ReduceMaxOp
 from engine.ops.reduce import ReduceMean as ReduceMeanOp
+from engine.ops.reduce import ReduceMin as ReduceMinOp
+from engine.ops.reduce import ReduceProd as ReduceProdOp
 from engine.ops.reduce import ReduceSum as ReduceSumOp
 from engine.ops.reduce import _Reduce as ReduceOp
 
@@ -57,3 +60,24 @@ class ReduceMean(_Reduce[ReduceMeanOp]):
 class ReduceMax(_Reduce[ReduceMaxOp]):
     def reduce(self, x: torch.Tensor, axes: list[int], keepdims: bool) -> torch.Tensor:
         return torch.amax(x, dim=axes, keepdim=keepdims)
+
+
+class ReduceMin(_Reduce[ReduceMinOp]):
+    def reduce(self, x: torch.Tensor, axes: list[int], keepdims: bool) -> torch.Tensor:
+        return torch.amin(x, dim=axes, keepdim=keepdims)
+
+
+class ReduceProd(_Reduce[ReduceProdOp]):
+    def reduce(self, x: torch.Tensor, axes: list[int], keepdims: bool) -> torch.Tensor:
+        # half products round at every step: multiply in float32, as the numpy op does
+        y = x.float() if x.dtype == torch.float16 else x
+        for axis in reversed(axes):  # torch.prod takes one dim; the last first keeps the others' numbers
+            y = torch.prod(y, dim=axis, keepdim=keepdims)
+        return y.to(x.dtype)
+
+
+class ReduceL2(_Reduce[ReduceL2Op]):
+    def reduce(self, x: torch.Tensor, axes: list[int], keepdims: bool) -> torch.Tensor:
+        # sqrt of the summed squares, as the numpy op (not vector_norm's rescaling); half squares in float32
+        y = x.float() if x.dtype == torch.float16 else x
+        return torch.sqrt(torch.sum(y * y, dim=axes, keepdim=keepdims)).to(x.dtype)
