@@ -93,8 +93,8 @@ def measure(model: RealModel, backends: list[str], images: int, repeats: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="2 images, 2 rounds")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "coverage.json"))
     args = ap.parse_args()

@@ -1,4 +1,4 @@
-"""Real models from the wheels that ship them, through corral's default compile and the numpy reference, against
+"""Real models from the wheels that ship them, on every backend (and `auto`, corral's default), against
 onnxruntime on the original file (run as its own session). Nothing is downloaded: the test extra installs the
 wheels (bench/_models.py knows where each file is)."""
 
@@ -9,6 +9,7 @@ import pytest
 
 from bench._models import MODELS, RealModel
 from engine import compile
+from tests.engine.backend_names import BACKENDS
 
 CASES = ["multistyle26-256", "ppocr-rec", "yolox-det", "captcha-crnn", "orientation", "ddddocr-ocr", "ddddocr-ocr-old"]
 
@@ -34,7 +35,7 @@ def real(request) -> tuple[RealModel, object]:
     return model, model.load()
 
 
-@pytest.mark.parametrize("backend", ["auto", "numpy"])
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS])
 def test_a_batch_matches_onnxruntime_on_the_original_file(real, backend: str) -> None:
     model, corral_model = real
     compiled = compile(corral_model, backend)
