@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -34,7 +33,7 @@ import tempfile
 from typing import Any
 
 import engine
-from bench._shared import queue_bench
+from bench._shared import queue_bench, write_results
 from scheduler.client import Client
 from scheduler.embedded import EmbeddedRedis
 
@@ -97,9 +96,7 @@ def main() -> None:
           f"{job['ratio']:>8.3f}   {job['process_faster']} of {args.rounds}")
     print(f"{'64 one-image jobs, 32², batching on: jobs/s':<58}{one['process']:>9.1f}{one['thread']:>9.1f}"
           f"{one['ratio']:>8.3f}   {one['process_faster']} of {args.rounds}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

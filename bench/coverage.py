@@ -12,7 +12,6 @@ max(1, |reference|) and the median time ratio (above 1: corral is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != _HERE]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._models import MODELS, RealModel
+from bench._shared import write_results
 from engine import compile
 from engine.backends import available_backends
 from engine.ops import threads
@@ -105,10 +105,7 @@ def main() -> None:
     for row in rows:
         cells = [f"{r['max_scaled_diff']:.1e} {r['vs_onnxruntime']:.2f}×" for r in row["backends"].values()]
         print(f"{row['title'][:46]:<46} {', '.join(row['new_ops'])[:48]:<48} " + " ".join(f"{c:>24}" for c in cells))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"threads": threads.num_threads(), "images": images, "repeats": repeats,
-                                           "rows": rows}, indent=2))
-    print(f"\nwritten to {args.json}")
+    write_results(args.json, {"threads": threads.num_threads(), "images": images, "repeats": repeats, "rows": rows})
 
 
 if __name__ == "__main__":

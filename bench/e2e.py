@@ -58,7 +58,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import contextlib
 import importlib
-import json
 import os
 import platform
 import re
@@ -77,7 +76,7 @@ import numpy as np
 import redis
 from PIL import Image
 
-from bench._shared import queue_bench
+from bench._shared import queue_bench, write_results
 from scheduler.demo import demo_files
 from scheduler.embedded import EmbeddedRedis
 
@@ -354,9 +353,7 @@ def main() -> None:
             results["sets"].append(bench_set(tmp, app, model, style, corral_env, n, size, args.repeats))
         results["machine"]["load_avg_at_end"] = os.getloadavg()
     print_table(results)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

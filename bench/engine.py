@@ -38,7 +38,6 @@ Prints a table and writes JSON (default ``bench/results/engine.json``)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -58,6 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._models import FLOAT_MODELS, INT8_MODELS, MODELS, RealModel
+from bench._shared import write_results
 from engine import compile, retain_freed_memory
 from engine.compiled_model import CompiledModel
 from engine.exceptions import BackendError
@@ -353,10 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "geomean": {b: geomean(v) for b, v in by_backend.items()},
         "lowest": {b: min(v) for b, v in by_backend.items()},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out, result)
     return 0
 
 

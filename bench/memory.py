@@ -33,7 +33,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench._shared import queue_bench
+from bench._shared import queue_bench, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("default", "retained")
@@ -119,9 +119,7 @@ def main() -> None:
               f"   retained faster in {c['retained_faster']} of {args.rounds}")
         for key, what in (("user_ms", "user ms/img"), ("sys_ms", "kernel ms/img"), ("faults", "page faults/img")):
             print(f"{'    ' + what:<44}{c['default_' + key]:>9.2f}{c['retained_' + key]:>10.2f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
 import platform
 import shutil
@@ -79,6 +78,7 @@ import redis
 from PIL import Image
 
 import engine
+from bench._shared import write_results
 from engine.builder import ModelBuilder
 from engine.images import decode_image, image_to_tensor
 from scheduler import keys
@@ -364,9 +364,7 @@ def main() -> None:
         }
         results["machine"]["load_avg_at_end"] = os.getloadavg()
     print_table(results)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ tables and writes JSON (default ``bench/results/torch_backend.json``)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -36,6 +35,7 @@ if str(ROOT) not in sys.path:
 
 import torch
 
+from bench._shared import write_results
 from engine import compile, retain_freed_memory
 from engine.importers.onnx import OnnxImportOptions, import_onnx
 
@@ -176,10 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print_rows("torch CUDA, images/s", result["cuda"])
     if not result["cuda"]:
         print("\nno CUDA device: GPU table not measured")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_results(args.out, result)
     return 0
 
 

@@ -125,10 +125,14 @@ def write_item_outputs(out_dir: str | os.PathLike[str], stem: str, outputs: Mapp
             atomic_write(path, buf.getvalue())
         written.append(path)
     if raw:
-        path = out / f"{stem}.npz"
-        buf = io.BytesIO()
-        arrays = {name: np.asarray(v) for name, v in outputs.items()}
-        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: names as kwargs
-        atomic_write(path, buf.getvalue())
-        written.append(path)
+        written.append(write_npz(out / f"{stem}.npz", outputs))
     return written
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Every array in one ``.npz`` under its name, written atomically."""
+    buf = io.BytesIO()
+    named = {name: np.asarray(v) for name, v in arrays.items()}
+    np.savez(buf, **named)  # type: ignore[arg-type]  # numpy's stub: names as kwargs
+    atomic_write(path, buf.getvalue())
+    return path

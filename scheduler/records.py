@@ -109,15 +109,13 @@ class JobRecord:
             raw = text[f.name]
             if f.name == "inputs":
                 kwargs[f.name] = json.loads(raw)
-            elif f.name in _ENUM_FIELDS:
-                kwargs[f.name] = _ENUM_FIELDS[f.name](raw)
             elif f.type in ("int", int):
                 kwargs[f.name] = int(raw)
             elif f.type in ("float", float):
                 kwargs[f.name] = float(raw)
             else:
                 kwargs[f.name] = raw
-        return cls(**kwargs)
+        return cls(**kwargs)  # enum fields arrive as their values: __post_init__ makes them enums
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(JobRecord))

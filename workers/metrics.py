@@ -45,7 +45,8 @@ BATCH_SECONDS = Histogram("corral_worker_batch_seconds", "Wall time of one batch
                           buckets=BATCH_SECONDS_BUCKETS)
 RUN_SIZE = Histogram("corral_worker_run_size", "Items stacked into one run of the engine",
                      buckets=BATCH_SIZE_BUCKETS)
-RUN_SECONDS = Histogram("corral_worker_run_seconds", "Wall time of one run of the engine", buckets=BATCH_SECONDS_BUCKETS)
+RUN_SECONDS = Histogram("corral_worker_run_seconds", "Wall time of one run of the engine",
+                        buckets=BATCH_SECONDS_BUCKETS)
 ITEMS = Counter("corral_worker_items", "Items finished by outcome", ["outcome"])
 BACKLOG = Gauge("corral_worker_backlog", "Items accepted and not yet in a running batch")
 WARM_BYTES = Gauge("corral_worker_warm_model_bytes", "Bytes of compiled models kept warm in memory")

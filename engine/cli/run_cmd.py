@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from engine.compiled_model import CompiledModel
 from engine.description import Feature
 from engine.exceptions import EngineError
 from engine.images import DEFAULT_MAX_PIXELS, ResizePolicy, decode_image, image_to_tensor
-from engine.outputs import NO_IMAGE_STEM, atomic_write, output_stems, write_item_outputs
+from engine.outputs import NO_IMAGE_STEM, output_stems, write_item_outputs, write_npz
 
 # Decoding and resizing release the GIL in Pillow, so a few threads keep up with the model.
 _DECODE_THREADS = min(4, os.cpu_count() or 1)
@@ -44,11 +43,7 @@ def _run_stacked(compiled: CompiledModel, given: dict[str, np.ndarray], count: i
         for f in desc.outputs:
             values = [r[f.name] for r in results]
             stacked[f.name] = np.stack(values, axis=f.batch_axis) if f.batched else values[0]
-        path = out / f"{NO_IMAGE_STEM}.npz"
-        buf = io.BytesIO()
-        np.savez(buf, **stacked)  # type: ignore[arg-type]  # numpy's stub: names as kwargs
-        atomic_write(path, buf.getvalue())
-        written.append(path)
+        written.append(write_npz(out / f"{NO_IMAGE_STEM}.npz", stacked))
     return written
 
 
